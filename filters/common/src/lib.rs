@@ -1,0 +1,11 @@
+//! Code shared by the wasmgate filters.
+//!
+//! `config` and `matcher` are plain Rust (no proxy-wasm types) so every filter's logic can use
+//! them and be tested on the host; `host` is the only module that talks to the proxy-wasm ABI.
+
+pub mod config;
+pub mod host;
+pub mod matcher;
+
+pub use config::{ConfigError, parse_config};
+pub use matcher::{RequestInfo, RequestMatch};
