@@ -1,32 +1,29 @@
-//! route-rewrite filter. PASS-THROUGH PLACEHOLDER: until its issue lands, this filter loads in Envoy
-//! and lets every request through unchanged.
+//! route-rewrite: mod_rewrite-style rules for Envoy as a proxy-wasm filter.
+//!
+//! Everything but `adapter` is plain Rust that knows nothing of proxy-wasm: the configuration is
+//! compiled once (`config::load`) into a `RuleSet`, which turns each request's headers into an
+//! `Evaluation` (rewrite, proxy to a cluster, or answer). `adapter` reads headers from the host and
+//! carries the evaluation out. The rule language is documented in docs/filters/route-rewrite.md.
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+pub mod condition;
+pub mod config;
+pub mod engine;
+pub mod flags;
+pub mod reply;
+pub mod rule;
+pub mod syntax;
+pub mod template;
+pub mod url;
+pub mod variables;
 
-const FILTER_NAME: &str = "route-rewrite";
+mod adapter;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    wasmgate_filter_common::host::install_panic_hook(FILTER_NAME);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
-}}
+pub use config::load;
+pub use engine::{Evaluation, Outcome, RequestHeaders, Rewrite, RuleSet};
+pub use reply::Reply;
 
-struct Root;
-impl Context for Root {}
-impl RootContext for Root {
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(PassThrough))
-    }
-}
-
-struct PassThrough;
-impl Context for PassThrough {}
-impl HttpContext for PassThrough {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        Action::Continue
-    }
-}
+/// Set by the filter to the Envoy cluster a `[P]` rule selected; the route reads it with
+/// `cluster_header`. Always removed from the incoming request first, so a client cannot pick one.
+pub const UPSTREAM_HEADER: &str = "x-wasmgate-upstream";
+/// The path (with query) the client sent, kept for the upstream and the logs when a rule changed it.
+pub const ORIGINAL_PATH_HEADER: &str = "x-wasmgate-original-path";

@@ -1,0 +1,177 @@
+//! The only module that talks to the proxy-wasm host (ABI 0.2.1): reads the configuration and
+//! the request headers, carries out the engine's evaluation, counts hits. Host calls go through
+//! `hostcalls` directly so that a failing call is logged instead of panicking the VM.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use wasmgate_filter_common::host::{install_panic_hook, log_config_error};
+
+use crate::engine::{Outcome, RequestHeaders, RuleSet};
+use crate::{ORIGINAL_PATH_HEADER, UPSTREAM_HEADER};
+
+const FILTER_NAME: &str = "route-rewrite";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    install_panic_hook(FILTER_NAME);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// What every request of this plugin shares: the rules and the id of each rule's hit counter.
+struct Filter {
+    rules: RuleSet,
+    /// `hits[i]` counts applications of `rules.rules()[i]`; `None` when the host has no metrics.
+    hits: Vec<Option<u32>>,
+}
+
+#[derive(Default)]
+struct Root {
+    filter: Option<Rc<Filter>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match crate::config::load(&bytes) {
+            Ok(rules) => {
+                let hits = rules
+                    .rules()
+                    .iter()
+                    .map(|rule| define_counter(&format!("route_rewrite.rule.{}.hits", rule.label)))
+                    .collect();
+                log(
+                    LogLevel::Info,
+                    &format!("{FILTER_NAME}: loaded {} rule(s)", rules.rules().len()),
+                );
+                self.filter = Some(Rc::new(Filter { rules, hits }));
+                true
+            }
+            Err(error) => {
+                log_config_error(FILTER_NAME, &error);
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Without a valid configuration Envoy does not create streams; should a host do it
+        // anyway, the request passes through untouched.
+        Some(Box::new(Stream {
+            filter: self.filter.clone(),
+        }))
+    }
+}
+
+struct Stream {
+    filter: Option<Rc<Filter>>,
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Headers only this filter may set: never trust the client's copy.
+        set_header(UPSTREAM_HEADER, None);
+        set_header(ORIGINAL_PATH_HEADER, None);
+        let Some(filter) = &self.filter else {
+            return Action::Continue;
+        };
+        let evaluation = filter.rules.evaluate(&HostHeaders);
+        for position in &evaluation.hits {
+            if let Some(Some(id)) = filter.hits.get(*position) {
+                let _ = hostcalls::increment_metric(*id, 1);
+            }
+        }
+        if let Some(error) = &evaluation.error {
+            log(LogLevel::Error, &format!("{FILTER_NAME}: {error}"));
+        }
+        match evaluation.outcome {
+            Outcome::Continue(rewrite) => {
+                if let Some(path) = &rewrite.path {
+                    if let Some(original) = HostHeaders.get(":path") {
+                        set_header(ORIGINAL_PATH_HEADER, Some(&original));
+                    }
+                    set_header(":path", Some(path));
+                }
+                if let Some(authority) = &rewrite.authority {
+                    set_header(":authority", Some(authority));
+                }
+                if let Some(upstream) = &rewrite.upstream {
+                    set_header(UPSTREAM_HEADER, Some(upstream));
+                }
+                Action::Continue
+            }
+            Outcome::Respond(reply) => {
+                let headers: Vec<(&str, &str)> = reply
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let sent = hostcalls::send_http_response(
+                    u32::from(reply.status),
+                    headers,
+                    reply.body.as_deref().map(str::as_bytes),
+                );
+                if let Err(status) = sent {
+                    log(
+                        LogLevel::Error,
+                        &format!(
+                            "{FILTER_NAME}: could not send the {} answer: {status:?}",
+                            reply.status
+                        ),
+                    );
+                }
+                Action::Pause
+            }
+        }
+    }
+}
+
+/// Request headers read from the host on demand, so only the headers the rules use are copied.
+struct HostHeaders;
+
+impl RequestHeaders for HostHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+}
+
+fn set_header(name: &str, value: Option<&str>) {
+    if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+        log(
+            LogLevel::Error,
+            &format!("{FILTER_NAME}: could not set request header `{name}`: {status:?}"),
+        );
+    }
+}
+
+fn define_counter(name: &str) -> Option<u32> {
+    match hostcalls::define_metric(MetricType::Counter, name) {
+        Ok(id) => Some(id),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("{FILTER_NAME}: metric `{name}` unavailable: {status:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}

@@ -1,0 +1,119 @@
+//! Turning an expanded substitution into a path, a query and a Location: query merging as the
+//! flags say, and escaping of what may not appear in a request target or a header.
+
+/// Splits `path?query` at the first `?`.
+pub fn split_query(target: &str) -> (&str, Option<&str>) {
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
+}
+
+/// `path` plus `?query` when there is a query.
+pub fn join(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+/// The query after a rule applied, following mod_rewrite: a substitution without `?` keeps the
+/// current query; one with `?` replaces it (an empty one drops it) unless `QSA` appends the
+/// current query to it; `QSD` drops the current query in every case.
+pub fn merge_query(
+    substituted: Option<&str>,
+    current: Option<&str>,
+    qsappend: bool,
+    qsdiscard: bool,
+) -> Option<String> {
+    let current = if qsdiscard {
+        None
+    } else {
+        current.filter(|q| !q.is_empty())
+    };
+    match (substituted, current) {
+        (None, current) => current.map(str::to_string),
+        (Some(new), Some(old)) if qsappend => Some(if new.is_empty() {
+            old.to_string()
+        } else {
+            format!("{new}&{old}")
+        }),
+        (Some(""), _) => None,
+        (Some(new), _) => Some(new.to_string()),
+    }
+}
+
+/// Percent-encodes the bytes that may not appear in a request target or a header value
+/// (controls, space, non-ASCII, `"<>\^`{|}`), so that a value copied from a header or a group
+/// can never break the request. `%` is left alone: the text is already percent-encoded.
+/// `#` is encoded too unless `keep_fragment` (a redirect's Location may carry a fragment).
+pub fn escape(text: &str, keep_fragment: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        let plain = byte.is_ascii_graphic()
+            && !b"\"<>\\^`{|}".contains(&byte)
+            && (keep_fragment || byte != b'#');
+        if plain {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitting_and_joining() {
+        assert_eq!(split_query("/a?b=1?c"), ("/a", Some("b=1?c")));
+        assert_eq!(split_query("/a"), ("/a", None));
+        assert_eq!(join("/a", Some("b")), "/a?b");
+        assert_eq!(join("/a", None), "/a");
+    }
+
+    #[test]
+    fn query_rules_follow_mod_rewrite() {
+        // No `?` in the substitution: the query is kept.
+        assert_eq!(
+            merge_query(None, Some("x=1"), false, false).as_deref(),
+            Some("x=1")
+        );
+        // `?new`: replaces it...
+        assert_eq!(
+            merge_query(Some("y=2"), Some("x=1"), false, false).as_deref(),
+            Some("y=2")
+        );
+        // ...unless QSA appends the old one.
+        assert_eq!(
+            merge_query(Some("y=2"), Some("x=1"), true, false).as_deref(),
+            Some("y=2&x=1")
+        );
+        assert_eq!(
+            merge_query(Some(""), Some("x=1"), true, false).as_deref(),
+            Some("x=1")
+        );
+        assert_eq!(
+            merge_query(Some("y=2"), None, true, false).as_deref(),
+            Some("y=2")
+        );
+        // A bare `?` drops it.
+        assert_eq!(merge_query(Some(""), Some("x=1"), false, false), None);
+        // QSD drops it whatever the substitution says.
+        assert_eq!(merge_query(None, Some("x=1"), false, true), None);
+        assert_eq!(
+            merge_query(Some("y=2"), Some("x=1"), false, true).as_deref(),
+            Some("y=2")
+        );
+    }
+
+    #[test]
+    fn escaping_keeps_encoded_text_and_fixes_the_rest() {
+        assert_eq!(escape("/a%20b/c?d=e&f", false), "/a%20b/c?d=e&f");
+        assert_eq!(escape("/a b\r\n\"é", false), "/a%20b%0D%0A%22%C3%A9");
+        assert_eq!(escape("/a#top", false), "/a%23top");
+        assert_eq!(escape("/a#top", true), "/a#top");
+    }
+}
