@@ -109,11 +109,9 @@ pub fn evaluate_all(conditions: &[Condition], values: &dyn Values) -> Option<Vec
     // Whether the current OR-group already holds; a holding group skips its remaining members.
     let mut group_holds = false;
     for condition in conditions {
-        if !group_holds {
-            if let Some(groups) = condition.evaluate(values) {
-                group_holds = true;
-                last_groups = groups;
-            }
+        if !group_holds && let Some(groups) = condition.evaluate(values) {
+            group_holds = true;
+            last_groups = groups;
         }
         if !condition.or_next {
             if !group_holds {
