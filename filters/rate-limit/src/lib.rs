@@ -1,32 +1,27 @@
-//! rate-limit filter. PASS-THROUGH PLACEHOLDER: until its issue lands, this filter loads in Envoy
-//! and lets every request through unchanged.
+//! rate-limit filter: token buckets per client (or user, IP, path…) shared by every Envoy worker.
+//!
+//! - `config`: the JSON configuration, checked once into a ready structure.
+//! - `bucket`: exact fixed-point token-bucket arithmetic.
+//! - `table`: the bounded table of buckets in shared data (slots, fingerprints, reuse, eviction).
+//! - `store`: the shared-data interface (and an in-memory twin with Envoy's semantics for tests).
+//! - `limiter`: taking and returning tokens with a bounded compare-and-swap loop.
+//! - `keys`: reading a policy's key from the request and hashing it to a slot.
+//! - `headers`: `RateLimit-Policy`/`RateLimit`, `X-RateLimit-*`, `Retry-After`, problem bodies.
+//! - `engine`: the decision for one request.
+//! - `adapter`: the only module that talks to the proxy-wasm host.
+//!
+//! Everything but `adapter` is plain Rust, tested on the host with `cargo test`.
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+pub mod bucket;
+pub mod config;
+pub mod engine;
+pub mod headers;
+pub mod keys;
+pub mod limiter;
+pub mod store;
+pub mod table;
 
-const FILTER_NAME: &str = "rate-limit";
+mod adapter;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    wasmgate_filter_common::host::install_panic_hook(FILTER_NAME);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
-}}
-
-struct Root;
-impl Context for Root {}
-impl RootContext for Root {
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(PassThrough))
-    }
-}
-
-struct PassThrough;
-impl Context for PassThrough {}
-impl HttpContext for PassThrough {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        Action::Continue
-    }
-}
+/// The name used in logs and metrics.
+pub const FILTER_NAME: &str = "rate-limit";

@@ -1,0 +1,287 @@
+//! The thin layer between the proxy-wasm host and the plain-Rust engine: configuration, clock,
+//! request headers, shared data, metrics, local replies. No decisions are made here.
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
+use wasmgate_filter_common::host::{install_panic_hook, log_config_error};
+
+use crate::FILTER_NAME;
+use crate::config::{self, Config};
+use crate::engine::{self, Decision, Event, Metrics};
+use crate::keys::RequestView;
+use crate::limiter::CREATE_CAS;
+use crate::store::{SetError, SharedStore};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    install_panic_hook(FILTER_NAME);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+#[derive(Default)]
+struct Root {
+    state: Option<Rc<State>>,
+}
+
+/// What every request of this plugin shares: the checked configuration and the metric ids.
+struct State {
+    config: Config,
+    metrics: HostMetrics,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        match config::load(&bytes) {
+            Ok(config) => {
+                let metrics = HostMetrics::define(&config);
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "{FILTER_NAME}: configured {} policies, table `{}` of {} slots",
+                        config.policies.len(),
+                        config.table.name,
+                        config.table.slots
+                    ),
+                );
+                self.state = Some(Rc::new(State { config, metrics }));
+                true
+            }
+            Err(error) => {
+                log_config_error(FILTER_NAME, &error);
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            state: self.state.clone(),
+            response_headers: Vec::new(),
+        }))
+    }
+}
+
+struct Http {
+    state: Option<Rc<State>>,
+    /// Rate-limit headers for the response of a request that was let through.
+    response_headers: Vec<(String, String)>,
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(state) = self.state.clone() else {
+            // Envoy does not create contexts for a plugin whose configuration was refused.
+            return Action::Continue;
+        };
+        let request = HostRequest::read();
+        let verdict = engine::decide(
+            &state.config,
+            &HostStore,
+            &request,
+            now_ns(),
+            &state.metrics,
+        );
+        if let Some((level, line)) = &verdict.log {
+            let level = match level {
+                engine::LogLevel::Debug => LogLevel::Debug,
+                engine::LogLevel::Info => LogLevel::Info,
+                engine::LogLevel::Warn => LogLevel::Warn,
+            };
+            log(level, line);
+        }
+        match verdict.decision {
+            Decision::Allow { response_headers } => {
+                self.response_headers = response_headers;
+                Action::Continue
+            }
+            Decision::Deny {
+                status,
+                headers,
+                body,
+            } => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                if let Err(status) =
+                    hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()))
+                {
+                    log(
+                        LogLevel::Error,
+                        &format!("{FILTER_NAME}: could not send the local reply: {status:?}"),
+                    );
+                }
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        for (name, value) in std::mem::take(&mut self.response_headers) {
+            // Replace, not add: an upstream's own rate-limit headers would contradict ours.
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some(&value));
+        }
+        Action::Continue
+    }
+}
+
+fn log(level: LogLevel, line: &str) {
+    let _ = hostcalls::log(level, line);
+}
+
+/// Wall-clock nanoseconds, the clock every proxy-wasm host provides. A failure reads as 0, which
+/// the bucket treats as a backward step (no refill), never as a panic.
+fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// The request as the engine sees it; `:method` and `:path` are read eagerly, everything else
+/// only if a policy asks.
+struct HostRequest {
+    method: String,
+    path: String,
+}
+
+impl HostRequest {
+    fn read() -> Self {
+        let get = |name: &str| {
+            hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        Self {
+            method: get(":method"),
+            path: get(":path"),
+        }
+    }
+}
+
+impl RequestView for HostRequest {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+    fn source_address(&self) -> Option<String> {
+        let bytes = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()?;
+        String::from_utf8(bytes).ok()
+    }
+}
+
+/// Proxy-wasm shared data.
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, String> {
+        match hostcalls::get_shared_data(key) {
+            // A value without a CAS cannot be updated safely; a CAS that never matches makes
+            // every write to it a retry and then the configured failure mode, never a blind write.
+            Ok((Some(value), cas)) => Ok(Some((value, cas.unwrap_or(CREATE_CAS)))),
+            Ok((None, _)) => Ok(None),
+            Err(status) => Err(format!("get_shared_data: {status:?}")),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(status) => Err(SetError::Other(format!("set_shared_data: {status:?}"))),
+        }
+    }
+}
+
+/// Counter ids, defined once per configuration. Envoy exposes them with the `wasmcustom.` prefix.
+struct HostMetrics {
+    per_policy: Vec<PolicyMetrics>,
+    cas_retries: Option<u32>,
+    evictions: Option<u32>,
+}
+
+#[derive(Default)]
+struct PolicyMetrics {
+    allowed: Option<u32>,
+    limited: Option<u32>,
+    dry_run_limited: Option<u32>,
+    missing_key: Option<u32>,
+    failures: Option<u32>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+impl HostMetrics {
+    fn define(config: &Config) -> Self {
+        let per_policy = config
+            .policies
+            .iter()
+            .map(|p| {
+                let c = |what: &str| counter(&format!("{FILTER_NAME}.policy.{}.{what}", p.name));
+                PolicyMetrics {
+                    allowed: c("allowed"),
+                    limited: c("limited"),
+                    dry_run_limited: c("dry_run_limited"),
+                    missing_key: c("missing_key"),
+                    failures: c("failures"),
+                }
+            })
+            .collect();
+        Self {
+            per_policy,
+            cas_retries: counter(&format!("{FILTER_NAME}.cas_retries")),
+            evictions: counter(&format!("{FILTER_NAME}.evictions")),
+        }
+    }
+}
+
+impl Metrics for HostMetrics {
+    fn count(&self, event: Event) {
+        let policy = |i: usize| self.per_policy.get(i);
+        let (id, by) = match event {
+            Event::Allowed(i) => (policy(i).and_then(|p| p.allowed), 1),
+            Event::Limited(i) => (policy(i).and_then(|p| p.limited), 1),
+            Event::DryRunLimited(i) => (policy(i).and_then(|p| p.dry_run_limited), 1),
+            Event::MissingKey(i) => (policy(i).and_then(|p| p.missing_key), 1),
+            Event::Failure(i) => (policy(i).and_then(|p| p.failures), 1),
+            Event::CasRetries(n) => (self.cas_retries, i64::from(n)),
+            Event::Evictions(n) => (self.evictions, i64::from(n)),
+        };
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, by);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Token-bucket arithmetic with continuous refill, in exact integers.
+//!
+//! Tokens are kept in fixed point with `interval_ns` units per token. Refilling for `e`
+//! nanoseconds then adds exactly `e × limit` units: no division, so no rounding, so no drift however
+//! many small refills a bucket sees (a float or a per-step-rounded bucket slowly gains or loses
+//! tokens). All products fit in `u128` for the bounds the configuration enforces
+//! (`limit`, `burst` ≤ 2^32, `interval_ns` < 2^64), and every operation saturates anyway so a
+//! corrupt stored value can never make the filter panic.
+
+/// How far back the wall clock may step before the bucket re-anchors its refill time to it.
+/// Small backward steps are normal between workers (each reads the clock, then races on the CAS),
+/// so they only mean "no refill yet"; a large one (an NTP step) would otherwise freeze refill until
+/// the clock caught up again.
+pub const MAX_BACKWARD_STEP_NS: u64 = 1_000_000_000;
+
+/// A policy's rate: `limit` tokens per `interval_ns`, holding at most `burst` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u64,
+    pub interval_ns: u64,
+    pub burst: u64,
+}
+
+impl Rate {
+    /// Units of one token.
+    pub fn one(&self) -> u128 {
+        u128::from(self.interval_ns)
+    }
+
+    /// Units of a full bucket.
+    pub fn capacity(&self) -> u128 {
+        u128::from(self.burst).saturating_mul(self.one())
+    }
+
+    /// A bucket nobody has used yet: full, refilled up to `now`.
+    pub fn full_bucket(&self, now: u64) -> Bucket {
+        Bucket {
+            units: self.capacity(),
+            last_ns: now,
+        }
+    }
+}
+
+/// One key's bucket: `{tokens in fixed point, last refill time}`, stored together as one value so
+/// a single CAS updates both (updating them separately hands one token to several callers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub units: u128,
+    pub last_ns: u64,
+}
+
+impl Bucket {
+    /// Adds the tokens earned since `last_ns`, capped at the capacity.
+    pub fn refill(&mut self, rate: &Rate, now: u64) {
+        if now >= self.last_ns {
+            let earned = u128::from(now - self.last_ns).saturating_mul(u128::from(rate.limit));
+            self.units = self.units.saturating_add(earned).min(rate.capacity());
+            self.last_ns = now;
+        } else if self.last_ns - now > MAX_BACKWARD_STEP_NS {
+            // The clock stepped back: restart refill from the new time, granting nothing for the
+            // gap. Keeping `last_ns` would stop refill until the clock passed it again.
+            self.last_ns = now;
+        }
+        // A small step back (another worker wrote a slightly later `now`): no refill, and
+        // `last_ns` never moves backwards, so the same interval is never paid for twice.
+        self.units = self.units.min(rate.capacity());
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, rate: &Rate) -> bool {
+        if self.units >= rate.one() && rate.burst > 0 {
+            self.units -= rate.one();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives one token back (after another policy denied the request), capped at the capacity.
+    pub fn give_back(&mut self, rate: &Rate) {
+        self.units = self.units.saturating_add(rate.one()).min(rate.capacity());
+    }
+
+    /// Whole tokens left.
+    pub fn remaining(&self, rate: &Rate) -> u64 {
+        let whole = self.units.checked_div(rate.one()).unwrap_or(0);
+        u64::try_from(whole).unwrap_or(u64::MAX)
+    }
+
+    /// Nanoseconds until one whole token is available; `None` if the bucket never refills.
+    pub fn ns_until_token(&self, rate: &Rate) -> Option<u64> {
+        let missing = rate.one().saturating_sub(self.units);
+        ns_to_earn(missing, rate)
+    }
+
+    /// Nanoseconds until the bucket is full again; `None` if it never refills.
+    pub fn ns_until_full(&self, rate: &Rate) -> Option<u64> {
+        let missing = rate.capacity().saturating_sub(self.units);
+        ns_to_earn(missing, rate)
+    }
+
+    /// The time at which this bucket is full again: from then on it is indistinguishable from a
+    /// bucket that was never used, which is what lets its slot be reused (`u64::MAX`: never).
+    pub fn full_at(&self, rate: &Rate) -> u64 {
+        self.ns_until_full(rate)
+            .map_or(u64::MAX, |ns| self.last_ns.saturating_add(ns))
+    }
+}
+
+/// Time to earn `units` at `limit` units per nanosecond, rounded up.
+fn ns_to_earn(units: u128, rate: &Rate) -> Option<u64> {
+    if units == 0 {
+        return Some(0);
+    }
+    let per_ns = u128::from(rate.limit);
+    if per_ns == 0 {
+        return None;
+    }
+    let ns = units.div_ceil(per_ns);
+    Some(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// Whole seconds, rounded up (header values promise "at least this long").
+pub fn ceil_secs(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn rate(limit: u64, interval_ns: u64, burst: u64) -> Rate {
+        Rate {
+            limit,
+            interval_ns,
+            burst,
+        }
+    }
+
+    /// Takes tokens until the bucket says no, returning how many it gave.
+    fn drain(bucket: &mut Bucket, rate: &Rate) -> u64 {
+        let mut n = 0;
+        while bucket.try_take(rate) {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn a_new_bucket_gives_exactly_burst_tokens() {
+        let r = rate(100, 60 * SEC, 100);
+        let mut b = r.full_bucket(0);
+        assert_eq!(drain(&mut b, &r), 100);
+        assert_eq!(b.remaining(&r), 0);
+    }
+
+    #[test]
+    fn refill_is_continuous_and_proportional() {
+        let r = rate(100, 60 * SEC, 100);
+        let mut b = r.full_bucket(0);
+        drain(&mut b, &r);
+        // 100 per 60 s = one token every 600 ms.
+        b.refill(&r, 599_999_999);
+        assert!(!b.try_take(&r), "one nanosecond short of a token");
+        b.refill(&r, 600_000_000);
+        assert!(b.try_take(&r));
+        b.refill(&r, 600_000_000 + 30 * SEC);
+        assert_eq!(b.remaining(&r), 50);
+    }
+
+    #[test]
+    fn many_tiny_refills_equal_one_big_refill_exactly() {
+        // 7 tokens per 13 s has no finite binary or decimal expansion per nanosecond: any rounding
+        // per step would show up after a million steps.
+        let r = rate(7, 13 * SEC, 1_000);
+        let mut stepped = Bucket {
+            units: 0,
+            last_ns: 0,
+        };
+        let mut now = 0;
+        for i in 0..1_000_000u64 {
+            now += 1 + (i * 7919) % 104_729; // irregular steps
+            stepped.refill(&r, now);
+        }
+        let mut once = Bucket {
+            units: 0,
+            last_ns: 0,
+        };
+        once.refill(&r, now);
+        assert_eq!(stepped, once);
+        // And the total is the exact rational value: now × 7 / 13 s tokens.
+        assert_eq!(
+            u128::from(stepped.remaining(&r)),
+            u128::from(now) * 7 / u128::from(13 * SEC)
+        );
+    }
+
+    #[test]
+    fn refill_precision_over_a_month_of_saturating_traffic() {
+        // A request every 0.59 s against 100/60 s (one token per 0.6 s) for 30 days: demand always
+        // exceeds supply, so the bucket is never capped after the first take, and the number of
+        // requests granted by time T must be exactly floor(burst + T × limit / interval).
+        let r = rate(100, 60 * SEC, 100);
+        let mut b = r.full_bucket(0);
+        let mut granted: u128 = u128::from(b.try_take(&r));
+        let step = 590_000_000u64;
+        let month = 30 * 24 * 3600 * SEC;
+        let mut now = 0;
+        while now + step <= month {
+            now += step;
+            b.refill(&r, now);
+            granted += u128::from(b.try_take(&r));
+        }
+        let expected = (r.capacity() + u128::from(now) * 100) / r.one();
+        assert_eq!(granted, expected);
+        assert!(granted > 4_000_000, "the run must be long enough to matter");
+    }
+
+    #[test]
+    fn long_idle_fills_the_bucket_but_never_beyond_burst() {
+        let r = rate(100, 60 * SEC, 100);
+        let mut b = r.full_bucket(0);
+        drain(&mut b, &r);
+        b.refill(&r, 10 * 365 * 24 * 3600 * SEC);
+        assert_eq!(b.remaining(&r), 100);
+        assert_eq!(b.ns_until_full(&r), Some(0));
+        // Idle for longer than u64 nanoseconds of elapsed × limit would overflow u64: still capped.
+        let r = rate(u64::from(u32::MAX), u64::MAX, 5);
+        let mut b = Bucket {
+            units: 0,
+            last_ns: 0,
+        };
+        b.refill(&r, u64::MAX);
+        assert_eq!(b.remaining(&r), 5);
+    }
+
+    #[test]
+    fn small_backward_clock_steps_grant_nothing_and_do_not_rewind() {
+        let r = rate(100, 60 * SEC, 100);
+        let mut b = r.full_bucket(10 * SEC);
+        drain(&mut b, &r);
+        b.refill(&r, 10 * SEC - 500_000_000);
+        assert_eq!(b.last_ns, 10 * SEC, "last refill time must not move back");
+        assert_eq!(b.units, 0);
+        // Back to the original time: still nothing earned (the gap is not paid twice).
+        b.refill(&r, 10 * SEC);
+        assert_eq!(b.units, 0);
+        b.refill(&r, 10 * SEC + 600_000_000);
+        assert_eq!(b.remaining(&r), 1);
+    }
+
+    #[test]
+    fn a_large_backward_step_re_anchors_without_granting_tokens() {
+        let r = rate(100, 60 * SEC, 100);
+        let mut b = r.full_bucket(3600 * SEC);
+        drain(&mut b, &r);
+        b.refill(&r, 60 * SEC); // the clock jumped back by 59 minutes
+        assert_eq!(b.units, 0);
+        assert_eq!(b.last_ns, 60 * SEC);
+        // Refill restarts from the new time instead of freezing for 59 minutes.
+        b.refill(&r, 60 * SEC + 600_000_000);
+        assert_eq!(b.remaining(&r), 1);
+    }
+
+    #[test]
+    fn very_long_interval() {
+        // 3 per 100 years: tokens come back one every ~33 years, still exact, no overflow.
+        let century = 100 * 365 * 24 * 3600 * SEC;
+        let r = rate(3, century, 3);
+        let mut b = r.full_bucket(0);
+        assert_eq!(drain(&mut b, &r), 3);
+        let third = century / 3;
+        b.refill(&r, third - 1);
+        assert!(!b.try_take(&r));
+        b.refill(&r, third + 1);
+        assert!(b.try_take(&r));
+        assert_eq!(b.ns_until_full(&r).map(|ns| ns > century / 2), Some(true));
+    }
+
+    #[test]
+    fn very_short_interval() {
+        // One token per nanosecond with room for 10: effectively unlimited, but still counted.
+        let r = rate(1, 1, 10);
+        let mut b = r.full_bucket(0);
+        assert_eq!(drain(&mut b, &r), 10);
+        b.refill(&r, 3);
+        assert_eq!(drain(&mut b, &r), 3);
+        assert_eq!(b.ns_until_token(&r), Some(1));
+        // A billion tokens per millisecond.
+        let r = rate(1_000_000_000, 1_000_000, 1_000_000_000);
+        let mut b = Bucket {
+            units: 0,
+            last_ns: 0,
+        };
+        b.refill(&r, 1_000);
+        assert_eq!(b.remaining(&r), 1_000_000);
+    }
+
+    #[test]
+    fn limit_zero_denies_forever_and_says_so() {
+        let r = rate(0, 60 * SEC, 0);
+        let mut b = r.full_bucket(0);
+        assert!(!b.try_take(&r));
+        b.refill(&r, u64::MAX);
+        assert!(!b.try_take(&r));
+        assert_eq!(b.remaining(&r), 0);
+        // An empty-capacity bucket is "full": its slot can be reused at once.
+        assert_eq!(b.ns_until_full(&r), Some(0));
+        assert_eq!(b.ns_until_token(&r), None);
+    }
+
+    #[test]
+    fn burst_above_limit_allows_a_bigger_first_burst_but_the_same_rate() {
+        let r = rate(10, 10 * SEC, 50);
+        let mut b = r.full_bucket(0);
+        assert_eq!(drain(&mut b, &r), 50);
+        // Over the next 100 s it earns 100 tokens (rate unchanged by burst).
+        let mut earned = 0;
+        for s in 1..=100 {
+            b.refill(&r, s * SEC);
+            earned += drain(&mut b, &r);
+        }
+        assert_eq!(earned, 100);
+        b.refill(&r, 1_000 * SEC);
+        assert_eq!(b.remaining(&r), 50);
+    }
+
+    #[test]
+    fn waits_are_rounded_up_never_down() {
+        let r = rate(100, 60 * SEC, 100);
+        let mut b = r.full_bucket(0);
+        drain(&mut b, &r);
+        assert_eq!(b.ns_until_token(&r), Some(600_000_000));
+        assert_eq!(b.ns_until_full(&r), Some(60 * SEC));
+        assert_eq!(ceil_secs(600_000_000), 1);
+        assert_eq!(ceil_secs(60 * SEC), 60);
+        assert_eq!(ceil_secs(60 * SEC + 1), 61);
+        assert_eq!(b.full_at(&r), 60 * SEC);
+    }
+
+    #[test]
+    fn give_back_never_exceeds_capacity() {
+        let r = rate(5, SEC, 5);
+        let mut b = r.full_bucket(0);
+        b.give_back(&r);
+        assert_eq!(b.remaining(&r), 5);
+        assert!(b.try_take(&r));
+        b.give_back(&r);
+        assert_eq!(b.remaining(&r), 5);
+    }
+
+    #[test]
+    fn corrupt_units_above_capacity_are_clamped() {
+        let r = rate(5, SEC, 5);
+        let mut b = Bucket {
+            units: u128::MAX,
+            last_ns: 0,
+        };
+        b.refill(&r, 0);
+        assert_eq!(b.remaining(&r), 5);
+    }
+}

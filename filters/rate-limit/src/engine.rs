@@ -1,0 +1,364 @@
+//! The decision for one request: which policies apply, which buckets they use, whether every
+//! bucket has a token, and what to answer.
+//!
+//! A request passes only if every enforcing policy that applies has a token for it, and then takes
+//! one from each; when any denies, it takes none. Buckets live in separate shared-data values, so
+//! "take from all or none" is done by taking in order and giving back what was taken if a later
+//! bucket is empty. When several enforcing policies apply, a read-only look first refuses requests
+//! that would be denied anyway, so denied requests do not hold other policies' tokens even briefly.
+
+use wasmgate_filter_common::RequestInfo;
+
+use crate::config::{Config, FailureMode, HeaderMode, OnMissingKey, Policy};
+use crate::headers::{self, Report};
+use crate::keys::{self, KeySource, RequestView};
+use crate::limiter::{self, Effort, LimiterError, Outcome, Snapshot};
+use crate::store::SharedStore;
+use crate::table::SlotRef;
+
+/// Counted events, reported through the adapter's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The policy applied and the request passed it (dry-run policies: had a token).
+    Allowed(usize),
+    /// The policy denied the request (429).
+    Limited(usize),
+    /// A dry-run policy would have denied the request.
+    DryRunLimited(usize),
+    /// The request had no value for the policy's key and was refused (403).
+    MissingKey(usize),
+    /// The policy's bucket could not be updated (retries exhausted or a host error).
+    Failure(usize),
+    CasRetries(u32),
+    Evictions(u32),
+}
+
+pub trait Metrics {
+    fn count(&self, event: Event);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let the request through and add these headers to its response.
+    Allow {
+        response_headers: Vec<(String, String)>,
+    },
+    /// Answer the request here.
+    Deny {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// A line for the proxy's log, with the reason.
+    pub log: Option<(LogLevel, String)>,
+}
+
+struct Applied<'c> {
+    index: usize,
+    policy: &'c Policy,
+    slot: SlotRef,
+}
+
+/// Decides what happens to `request` at time `now` (nanoseconds since the epoch).
+pub fn decide(
+    config: &Config,
+    store: &dyn SharedStore,
+    request: &dyn RequestView,
+    now: u64,
+    metrics: &dyn Metrics,
+) -> Verdict {
+    let mut effort = Effort::default();
+    let verdict = decide_inner(config, store, request, now, metrics, &mut effort);
+    if effort.cas_retries > 0 {
+        metrics.count(Event::CasRetries(effort.cas_retries));
+    }
+    if effort.evictions > 0 {
+        metrics.count(Event::Evictions(effort.evictions));
+    }
+    verdict
+}
+
+fn decide_inner(
+    config: &Config,
+    store: &dyn SharedStore,
+    request: &dyn RequestView,
+    now: u64,
+    metrics: &dyn Metrics,
+    effort: &mut Effort,
+) -> Verdict {
+    let host = request
+        .header(":authority")
+        .or_else(|| request.header("host"))
+        .unwrap_or_default();
+    let info = RequestInfo {
+        method: request.method(),
+        path: request.path(),
+        host: &host,
+    };
+
+    let mut applied = Vec::new();
+    for (index, policy) in config.policies.iter().enumerate() {
+        if !policy.matcher.matches(&info) {
+            continue;
+        }
+        match slot_for(config, policy, request) {
+            Ok(Some(slot)) => applied.push(Applied {
+                index,
+                policy,
+                slot,
+            }),
+            Ok(None) => {}
+            Err(missing) => {
+                metrics.count(Event::MissingKey(index));
+                return missing;
+            }
+        }
+    }
+    if applied.is_empty() {
+        return allow(Vec::new(), None);
+    }
+
+    if applied.iter().filter(|a| !a.policy.dry_run).count() > 1 {
+        for a in applied.iter().filter(|a| !a.policy.dry_run) {
+            // A failed look is not a decision: the take below applies the failure mode.
+            if let Ok(snapshot) = limiter::peek(store, &a.slot, &a.policy.rate, now)
+                && snapshot.remaining == 0
+            {
+                metrics.count(Event::Limited(a.index));
+                return too_many_requests(config, a.policy, snapshot);
+            }
+        }
+    }
+
+    let retries = config.max_cas_retries;
+    let mut taken: Vec<&Applied<'_>> = Vec::new();
+    let mut reports: Vec<Report<'_>> = Vec::new();
+    let mut dry_run_hits = Vec::new();
+    let mut failures = Vec::new();
+    for a in &applied {
+        let rate = &a.policy.rate;
+        match limiter::take(store, &a.slot, rate, now, retries, effort) {
+            Ok(Outcome::Taken(snapshot)) => {
+                taken.push(a);
+                reports.push(report(a.policy, snapshot));
+            }
+            Ok(Outcome::Empty(snapshot)) if a.policy.dry_run => {
+                dry_run_hits.push(a);
+                reports.push(report(a.policy, snapshot));
+            }
+            Ok(Outcome::Empty(snapshot)) => {
+                give_back(config, store, &taken, now, metrics, effort);
+                metrics.count(Event::Limited(a.index));
+                return too_many_requests(config, a.policy, snapshot);
+            }
+            Err(error) => {
+                metrics.count(Event::Failure(a.index));
+                let reason = failure_reason(&a.policy.name, &error);
+                match config.failure_mode {
+                    FailureMode::Allow => failures.push(reason),
+                    FailureMode::Deny => {
+                        give_back(config, store, &taken, now, metrics, effort);
+                        return unavailable(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    for a in &taken {
+        metrics.count(Event::Allowed(a.index));
+    }
+    for a in &dry_run_hits {
+        metrics.count(Event::DryRunLimited(a.index));
+    }
+    let headers = match headers::closest_to_exhaustion(&reports) {
+        Some(r) if config.headers != HeaderMode::None => {
+            headers::rate_limit_headers(config.headers, r)
+        }
+        _ => Vec::new(),
+    };
+    let log = if !failures.is_empty() {
+        Some((
+            LogLevel::Warn,
+            format!(
+                "{}; letting the request through (failure_mode allow)",
+                failures.join("; ")
+            ),
+        ))
+    } else if !dry_run_hits.is_empty() {
+        let names: Vec<&str> = dry_run_hits
+            .iter()
+            .map(|a| a.policy.name.as_str())
+            .collect();
+        Some((
+            LogLevel::Info,
+            format!(
+                "rate-limit: dry run: policy {} would have limited this request",
+                names.join(", ")
+            ),
+        ))
+    } else {
+        None
+    };
+    allow(headers, log)
+}
+
+/// The bucket a policy uses for this request; `Ok(None)` if the policy is skipped, `Err` with
+/// the answer if the request must be refused for lack of a key.
+fn slot_for(
+    config: &Config,
+    policy: &Policy,
+    request: &dyn RequestView,
+) -> Result<Option<SlotRef>, Verdict> {
+    let hops = config.xff_trusted_hops;
+    if let Some(values) = keys::key_values(&policy.key, request, hops) {
+        return Ok(Some(keys::locate(
+            &config.table,
+            policy,
+            KeySource::Primary,
+            &values,
+        )));
+    }
+    match &policy.on_missing_key {
+        OnMissingKey::Skip => Ok(None),
+        OnMissingKey::Fallback(parts) => match keys::key_values(parts, request, hops) {
+            Some(values) => Ok(Some(keys::locate(
+                &config.table,
+                policy,
+                KeySource::Fallback,
+                &values,
+            ))),
+            None => Err(missing_key(policy)),
+        },
+        OnMissingKey::Deny => Err(missing_key(policy)),
+    }
+}
+
+fn report(policy: &Policy, snapshot: Snapshot) -> Report<'_> {
+    Report {
+        policy: &policy.name,
+        rate: policy.rate,
+        snapshot,
+    }
+}
+
+/// Returns the tokens taken for a request that is denied after all. A failure here loses a token
+/// (the client is limited slightly early), which is the safe side; it is counted and logged.
+fn give_back(
+    config: &Config,
+    store: &dyn SharedStore,
+    taken: &[&Applied<'_>],
+    now: u64,
+    metrics: &dyn Metrics,
+    effort: &mut Effort,
+) {
+    for a in taken {
+        let result = limiter::give_back(
+            store,
+            &a.slot,
+            &a.policy.rate,
+            now,
+            config.max_cas_retries,
+            effort,
+        );
+        if result.is_err() {
+            metrics.count(Event::Failure(a.index));
+        }
+    }
+}
+
+fn allow(response_headers: Vec<(String, String)>, log: Option<(LogLevel, String)>) -> Verdict {
+    Verdict {
+        decision: Decision::Allow { response_headers },
+        log,
+    }
+}
+
+const PROBLEM_JSON: (&str, &str) = ("content-type", "application/problem+json");
+
+fn too_many_requests(config: &Config, policy: &Policy, snapshot: Snapshot) -> Verdict {
+    let r = report(policy, snapshot);
+    let mut headers = headers::rate_limit_headers(config.headers, &r);
+    let retry = headers::retry_after(&r);
+    let detail = match retry {
+        Some(secs) => {
+            headers.push(("retry-after".to_owned(), secs.to_string()));
+            format!(
+                "rate limit `{}` exceeded ({} requests per {} s); retry in {secs} s",
+                policy.name,
+                policy.rate.limit,
+                crate::bucket::ceil_secs(policy.rate.interval_ns)
+            )
+        }
+        None => format!("policy `{}` refuses every request (limit 0)", policy.name),
+    };
+    headers.push((PROBLEM_JSON.0.to_owned(), PROBLEM_JSON.1.to_owned()));
+    let log = format!("rate-limit: 429: {detail}");
+    Verdict {
+        decision: Decision::Deny {
+            status: 429,
+            headers,
+            body: headers::problem(429, "Too Many Requests", &detail),
+        },
+        log: Some((LogLevel::Debug, log)),
+    }
+}
+
+fn missing_key(policy: &Policy) -> Verdict {
+    let detail = format!(
+        "the request carries no value for the key of rate-limit policy `{}`",
+        policy.name
+    );
+    Verdict {
+        decision: Decision::Deny {
+            status: 403,
+            headers: vec![(PROBLEM_JSON.0.to_owned(), PROBLEM_JSON.1.to_owned())],
+            body: headers::problem(403, "Forbidden", &detail),
+        },
+        log: Some((LogLevel::Info, format!("rate-limit: 403: {detail}"))),
+    }
+}
+
+fn failure_reason(policy: &str, error: &LimiterError) -> String {
+    match error {
+        LimiterError::RetriesExhausted => format!(
+            "rate-limit: policy `{policy}`: shared data too contended, compare-and-swap retries exhausted"
+        ),
+        LimiterError::Store(reason) => {
+            format!("rate-limit: policy `{policy}`: shared data error: {reason}")
+        }
+    }
+}
+
+fn unavailable(reason: String) -> Verdict {
+    Verdict {
+        decision: Decision::Deny {
+            status: 503,
+            headers: vec![
+                ("retry-after".to_owned(), "1".to_owned()),
+                (PROBLEM_JSON.0.to_owned(), PROBLEM_JSON.1.to_owned()),
+            ],
+            body: headers::problem(
+                503,
+                "Service Unavailable",
+                "the rate limiter could not count this request; try again shortly",
+            ),
+        },
+        log: Some((
+            LogLevel::Warn,
+            format!("{reason}; refusing the request (failure_mode deny)"),
+        )),
+    }
+}

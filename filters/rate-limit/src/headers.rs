@@ -1,0 +1,180 @@
+//! What the filter tells clients: the rate-limit response headers and the 429 body.
+//!
+//! Draft-10 (draft-ietf-httpapi-ratelimit-headers-10) structured fields:
+//! `RateLimit-Policy: "per-client";q=100;w=60` and `RateLimit: "per-client";r=42;t=35`,
+//! and the widespread `X-RateLimit-Limit` / `-Remaining` / `-Reset` triple with the same numbers.
+//! `t` and `X-RateLimit-Reset` are the seconds until the bucket is full again (the quota fully
+//! restored); `Retry-After` is the seconds until the next token.
+
+use crate::bucket::{Rate, ceil_secs};
+use crate::config::HeaderMode;
+use crate::limiter::Snapshot;
+
+/// One policy's state after a request, as the headers report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report<'a> {
+    pub policy: &'a str,
+    pub rate: Rate,
+    pub snapshot: Snapshot,
+}
+
+/// The report the headers describe: the policy closest to exhaustion (fewest requests left; on a
+/// tie, the one that takes longer to be full again).
+pub fn closest_to_exhaustion<'a, 'b>(reports: &'b [Report<'a>]) -> Option<&'b Report<'a>> {
+    reports.iter().min_by(|a, b| {
+        a.snapshot
+            .remaining
+            .cmp(&b.snapshot.remaining)
+            .then_with(|| {
+                // `None` (never full again) sorts as the longest wait.
+                let wait = |r: &Report<'_>| r.snapshot.ns_until_full.unwrap_or(u64::MAX);
+                wait(b).cmp(&wait(a))
+            })
+    })
+}
+
+/// Headers describing `report`.
+pub fn rate_limit_headers(mode: HeaderMode, report: &Report<'_>) -> Vec<(String, String)> {
+    let limit = report.rate.limit;
+    // The draft's window is whole seconds; sub-second intervals round up to 1.
+    let window = ceil_secs(report.rate.interval_ns).max(1);
+    let remaining = report.snapshot.remaining;
+    // A bucket that never refills (limit 0) never resets: report the window, the longest a
+    // client may usefully wait before asking again.
+    let reset = report.snapshot.ns_until_full.map_or(window, ceil_secs);
+    let mut out = Vec::with_capacity(5);
+    if matches!(mode, HeaderMode::Draft10 | HeaderMode::Both) {
+        let name = report.policy;
+        out.push((
+            "ratelimit-policy".to_owned(),
+            format!("\"{name}\";q={limit};w={window}"),
+        ));
+        out.push((
+            "ratelimit".to_owned(),
+            format!("\"{name}\";r={remaining};t={reset}"),
+        ));
+    }
+    if matches!(mode, HeaderMode::XRatelimit | HeaderMode::Both) {
+        out.push(("x-ratelimit-limit".to_owned(), limit.to_string()));
+        out.push(("x-ratelimit-remaining".to_owned(), remaining.to_string()));
+        out.push(("x-ratelimit-reset".to_owned(), reset.to_string()));
+    }
+    out
+}
+
+/// Seconds a denied client should wait; `None` if no token will ever come (limit 0).
+pub fn retry_after(report: &Report<'_>) -> Option<u64> {
+    report
+        .snapshot
+        .ns_until_token
+        .map(|ns| ceil_secs(ns).max(1))
+}
+
+/// An RFC 9457 problem document.
+pub fn problem(status: u16, title: &str, detail: &str) -> String {
+    serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn report(policy: &str, remaining: u64, until_full: Option<u64>) -> Report<'_> {
+        Report {
+            policy,
+            rate: Rate {
+                limit: 100,
+                interval_ns: 60 * SEC,
+                burst: 100,
+            },
+            snapshot: Snapshot {
+                remaining,
+                ns_until_token: Some(if remaining > 0 { 0 } else { 600_000_000 }),
+                ns_until_full: until_full,
+            },
+        }
+    }
+
+    #[test]
+    fn both_header_families_carry_the_same_numbers() {
+        let r = report("per-client", 42, Some(34_800_000_001));
+        let h = rate_limit_headers(HeaderMode::Both, &r);
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("ratelimit-policy"), Some("\"per-client\";q=100;w=60"));
+        assert_eq!(get("ratelimit"), Some("\"per-client\";r=42;t=35"));
+        assert_eq!(get("x-ratelimit-limit"), Some("100"));
+        assert_eq!(get("x-ratelimit-remaining"), Some("42"));
+        assert_eq!(get("x-ratelimit-reset"), Some("35"));
+    }
+
+    #[test]
+    fn modes_select_the_families() {
+        let r = report("p", 1, Some(SEC));
+        let names = |m| -> Vec<String> {
+            rate_limit_headers(m, &r)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(
+            names(HeaderMode::Draft10),
+            ["ratelimit-policy", "ratelimit"]
+        );
+        assert_eq!(
+            names(HeaderMode::XRatelimit),
+            [
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset"
+            ]
+        );
+        assert!(names(HeaderMode::None).is_empty());
+    }
+
+    #[test]
+    fn sub_second_windows_round_up() {
+        let mut r = report("p", 1, Some(1));
+        r.rate.interval_ns = 250_000_000;
+        let h = rate_limit_headers(HeaderMode::Draft10, &r);
+        assert_eq!(h[0].1, "\"p\";q=100;w=1");
+        assert_eq!(h[1].1, "\"p\";r=1;t=1");
+    }
+
+    #[test]
+    fn the_policy_with_fewest_requests_left_is_reported() {
+        let reports = [
+            report("a", 10, Some(5 * SEC)),
+            report("b", 3, Some(50 * SEC)),
+            report("c", 3, Some(55 * SEC)),
+            report("d", 7, Some(SEC)),
+        ];
+        assert_eq!(closest_to_exhaustion(&reports).map(|r| r.policy), Some("c"));
+        assert_eq!(closest_to_exhaustion(&[]), None);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_at_least_one() {
+        assert_eq!(retry_after(&report("p", 0, Some(60 * SEC))), Some(1));
+        let mut r = report("p", 0, Some(60 * SEC));
+        r.snapshot.ns_until_token = Some(2 * SEC + 1);
+        assert_eq!(retry_after(&r), Some(3));
+        r.snapshot.ns_until_token = None;
+        assert_eq!(retry_after(&r), None);
+    }
+
+    #[test]
+    fn problem_bodies_are_json() {
+        let body = problem(429, "Too Many Requests", "a \"quoted\" detail");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], 429);
+        assert_eq!(v["detail"], "a \"quoted\" detail");
+    }
+}
