@@ -1,10 +1,30 @@
-//! wasmgate's OAuth 2.0 authorization server, as a library. PLACEHOLDER: only the health
-//! endpoint exists until the authz-service issue lands.
+//! wasmgate's OAuth 2.0 authorization server, as a library.
+//!
+//! Layout: `http` is the thin HTTP front; `token_endpoint` runs a token request through
+//! `client_auth` and one of the `grants`, and `issuer` signs the result with `keys`. State
+//! lives behind `storage::Storage` (SQLite today). `admin` backs the command-line tools.
 
-use axum::{Json, Router, routing::get};
-use serde_json::json;
+pub mod admin;
+pub mod assertion;
+pub mod client_auth;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod form;
+pub mod grants;
+pub mod http;
+pub mod issuer;
+pub mod jwk;
+pub mod keys;
+pub mod metadata;
+pub mod scope;
+pub mod secrets;
+pub mod service;
+pub mod storage;
+pub mod throttle;
+pub mod token_endpoint;
 
-/// The service's HTTP routes.
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-}
+pub use config::Config;
+pub use http::{router, serve};
+pub use service::Authz;
