@@ -2,9 +2,15 @@
 //! says. Plain-Rust logic in the modules below; `adapter` is the only one that talks to the host.
 
 pub mod b64;
+pub mod cache;
+pub mod challenge;
 pub mod config;
+pub mod engine;
+pub mod extract;
 pub mod jwks;
+pub mod metrics;
 pub mod policy;
+pub mod refresh;
 pub mod verify;
 
 #[cfg(test)]

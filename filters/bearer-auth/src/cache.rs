@@ -1,0 +1,152 @@
+//! Verified-token cache, one per VM: a signature check costs far more than a whole proxied request
+//! in V8 wasm, and clients send the same token many times.
+//!
+//! Keyed by a SHA-256 of the token (the token itself is never kept), bounded, each entry valid
+//! at most until the token's `exp`. Only successes are cached: a refused token is checked again,
+//! so a key that appears later (rotation) is honoured at once.
+
+use std::collections::{HashMap, VecDeque};
+
+use sha2::{Digest, Sha256};
+
+use crate::verify::Identity;
+
+pub type TokenHash = [u8; 32];
+
+pub fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub struct TokenCache {
+    capacity: usize,
+    entries: HashMap<TokenHash, Identity>,
+    /// Insertion order, for evicting the oldest entry when full.
+    order: VecDeque<TokenHash>,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The identity for this token if it was verified before and has not expired (`now` in
+    /// seconds). An expired entry is dropped, so the token goes through full verification, which
+    /// applies the clock skew.
+    pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<&Identity> {
+        let expired = self.entries.get(hash).is_some_and(|id| now > id.expires_at);
+        if expired {
+            self.entries.remove(hash);
+            return None;
+        }
+        self.entries.get(hash)
+    }
+
+    pub fn insert(&mut self, hash: TokenHash, identity: Identity, now: u64) {
+        if self.capacity == 0 || now > identity.expires_at {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&hash) {
+            self.evict(now);
+        }
+        if self.entries.insert(hash, identity).is_none() {
+            self.order.push_back(hash);
+        }
+    }
+
+    /// Forget everything: called when the key set changes, so a key withdrawn from the JWKS stops
+    /// vouching for tokens at once.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
+    fn evict(&mut self, now: u64) {
+        // Expired entries first; then the oldest. `order` may hold hashes already removed
+        // (expired on lookup): they are skipped.
+        self.entries.retain(|_, id| now <= id.expires_at);
+        self.order.retain(|h| self.entries.contains_key(h));
+        while self.entries.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.entries.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(exp: u64) -> Identity {
+        Identity {
+            subject: Some("bob".into()),
+            client_id: None,
+            scopes: vec![],
+            extra_headers: vec![],
+            expires_at: exp,
+        }
+    }
+
+    #[test]
+    fn entries_live_until_exp_only() {
+        let mut c = TokenCache::new(4);
+        let h = hash_token("t");
+        c.insert(h, id(100), 50);
+        assert!(c.get(&h, 100).is_some());
+        assert!(c.get(&h, 101).is_none());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn capacity_is_a_hard_bound_oldest_goes_first() {
+        let mut c = TokenCache::new(3);
+        for i in 0..10u8 {
+            c.insert(hash_token(&i.to_string()), id(1000), 0);
+            assert!(c.len() <= 3);
+        }
+        assert!(c.get(&hash_token("9"), 0).is_some());
+        assert!(c.get(&hash_token("0"), 0).is_none());
+    }
+
+    #[test]
+    fn expired_entries_are_evicted_before_live_ones() {
+        let mut c = TokenCache::new(2);
+        c.insert(hash_token("old"), id(10), 0);
+        c.insert(hash_token("live"), id(1000), 0);
+        c.insert(hash_token("new"), id(1000), 20);
+        assert!(c.get(&hash_token("live"), 20).is_some());
+        assert!(c.get(&hash_token("new"), 20).is_some());
+    }
+
+    #[test]
+    fn zero_capacity_disables_and_clear_empties() {
+        let mut c = TokenCache::new(0);
+        c.insert(hash_token("t"), id(10), 0);
+        assert!(c.is_empty());
+        let mut c = TokenCache::new(2);
+        c.insert(hash_token("t"), id(10), 0);
+        c.clear();
+        assert!(c.get(&hash_token("t"), 0).is_none());
+    }
+
+    #[test]
+    fn the_key_is_a_hash_not_the_token() {
+        assert_ne!(hash_token("a.b.c"), hash_token("a.b.d"));
+        assert_eq!(hash_token("a.b.c").len(), 32);
+    }
+}

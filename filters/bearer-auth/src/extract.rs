@@ -1,0 +1,215 @@
+//! Finding the access token in a request (RFC 6750 §2): the `Authorization: Bearer` header and,
+//! only when the config enables it, the `access_token` query parameter.
+
+/// Why the request itself is malformed (answered with 400 `invalid_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    NotText,
+    EmptyBearer,
+    BadTokenSyntax,
+    MultipleTokens,
+}
+
+impl RequestError {
+    pub fn description(&self) -> &'static str {
+        match self {
+            RequestError::NotText => "the Authorization header is not valid text",
+            RequestError::EmptyBearer => "the Bearer credentials are empty",
+            RequestError::BadTokenSyntax => "the Bearer credentials are malformed",
+            RequestError::MultipleTokens => "the request carries more than one access token",
+        }
+    }
+}
+
+/// Where the token was found: the adapter strips it from there when the config says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Header(String),
+    Query(String),
+}
+
+impl Found {
+    pub fn token(&self) -> &str {
+        match self {
+            Found::Header(t) | Found::Query(t) => t,
+        }
+    }
+}
+
+/// `authorization`: the raw header value, if any. `path`: `:path` with its query.
+/// Another scheme (e.g. `Basic`) is not a bearer token: the caller treats it as no token, which
+/// RFC 6750 §3.1 answers without an error code.
+pub fn extract(
+    authorization: Option<&[u8]>,
+    path: &str,
+    allow_query: bool,
+) -> Result<Option<Found>, RequestError> {
+    let from_header = match authorization {
+        None => None,
+        Some(raw) => bearer_from_header(raw)?,
+    };
+    let from_query = if allow_query {
+        token_from_query(path)?
+    } else {
+        None
+    };
+    match (from_header, from_query) {
+        (Some(_), Some(_)) => Err(RequestError::MultipleTokens),
+        (Some(t), None) => Ok(Some(Found::Header(t))),
+        (None, Some(t)) => Ok(Some(Found::Query(t))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn bearer_from_header(raw: &[u8]) -> Result<Option<String>, RequestError> {
+    let text = std::str::from_utf8(raw).map_err(|_| RequestError::NotText)?;
+    let text = text.trim_matches([' ', '\t']);
+    let (scheme, rest) = match text.split_once([' ', '\t']) {
+        Some((s, r)) => (s, r.trim_start_matches([' ', '\t'])),
+        None => (text, ""),
+    };
+    // Envoy joins repeated Authorization headers with a comma: "Bearer a,Bearer b".
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        if scheme.len() > 6 && scheme.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("bearer")) {
+            // "Bearer,..." or "Bearerxyz": a bearer attempt, badly written.
+            return Err(RequestError::BadTokenSyntax);
+        }
+        return Ok(None);
+    }
+    if rest.is_empty() {
+        return Err(RequestError::EmptyBearer);
+    }
+    if rest.contains(',') {
+        return Err(RequestError::MultipleTokens);
+    }
+    if !is_b64token(rest) {
+        return Err(RequestError::BadTokenSyntax);
+    }
+    Ok(Some(rest.to_string()))
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+pub fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+fn token_from_query(path: &str) -> Result<Option<String>, RequestError> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Ok(None);
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let mut found = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "access_token" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(RequestError::MultipleTokens);
+        }
+        let decoded = percent_decode(value).ok_or(RequestError::BadTokenSyntax)?;
+        if decoded.is_empty() {
+            return Err(RequestError::EmptyBearer);
+        }
+        if !is_b64token(&decoded) {
+            return Err(RequestError::BadTokenSyntax);
+        }
+        found = Some(decoded);
+    }
+    Ok(found)
+}
+
+/// `:path` without the `access_token` parameter, for when the token must not go upstream.
+pub fn strip_query_token(path: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| p.split_once('=').map_or(*p, |(n, _)| n) != "access_token")
+        .collect();
+    if kept.is_empty() || kept.iter().all(|p| p.is_empty()) {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(v: &[u8]) -> Result<Option<Found>, RequestError> {
+        extract(Some(v), "/api/notes", false)
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi ", "\tBearer\tabc.def.ghi"] {
+            assert_eq!(header(v.as_bytes()), Ok(Some(Found::Header("abc.def.ghi".into()))), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_no_token() {
+        assert_eq!(header(b"Basic MTIzOnNlY3JldA=="), Ok(None));
+        assert_eq!(extract(None, "/x", false), Ok(None));
+    }
+
+    #[test]
+    fn malformed_headers_are_invalid_requests() {
+        assert_eq!(header(b"Bearer"), Err(RequestError::EmptyBearer));
+        assert_eq!(header(b"Bearer   "), Err(RequestError::EmptyBearer));
+        assert_eq!(header(b"Bearer a b"), Err(RequestError::BadTokenSyntax));
+        assert_eq!(header(b"Bearer a\"b"), Err(RequestError::BadTokenSyntax));
+        assert_eq!(header(b"Bearer a,Bearer b"), Err(RequestError::MultipleTokens));
+        assert_eq!(header(b"Bearer,x"), Err(RequestError::BadTokenSyntax));
+        assert_eq!(header(b"Bearer ==="), Err(RequestError::BadTokenSyntax));
+        assert_eq!(header(b"Bearer \xff\xfe"), Err(RequestError::NotText));
+    }
+
+    #[test]
+    fn query_token_only_when_enabled() {
+        assert_eq!(extract(None, "/x?access_token=abc", false), Ok(None));
+        assert_eq!(extract(None, "/x?a=1&access_token=a%2Eb", true), Ok(Some(Found::Query("a.b".into()))));
+        assert_eq!(
+            extract(None, "/x?access_token=a&access_token=b", true),
+            Err(RequestError::MultipleTokens)
+        );
+        assert_eq!(
+            extract(Some(b"Bearer x"), "/x?access_token=a", true),
+            Err(RequestError::MultipleTokens)
+        );
+        assert_eq!(extract(None, "/x?access_token=%zz", true), Err(RequestError::BadTokenSyntax));
+        assert_eq!(extract(None, "/x?access_token=", true), Err(RequestError::EmptyBearer));
+    }
+
+    #[test]
+    fn query_token_can_be_stripped() {
+        assert_eq!(strip_query_token("/x?a=1&access_token=t&b=2"), "/x?a=1&b=2");
+        assert_eq!(strip_query_token("/x?access_token=t"), "/x");
+        assert_eq!(strip_query_token("/x"), "/x");
+    }
+}
