@@ -362,3 +362,7 @@ fn unavailable(reason: String) -> Verdict {
         )),
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -10,8 +10,10 @@
 //!
 //! A bucket that is full again is the same as a bucket never used, so its slot is free for
 //! another key. Only when all `WAYS` buckets of a group are partly spent does a newcomer evict one:
-//! the one that would be full soonest, which hands that client at most the tokens it was about to
-//! regain anyway (counted as an eviction).
+//! the one missing the fewest whole tokens, and among those the one used most recently. Evicting
+//! hands that client back its missing tokens (counted as an eviction); the order means that a
+//! flood of one-request clients churns among itself, and a client that has spent more than the
+//! flood keeps its slot and its exact count.
 
 use crate::bucket::{Bucket, Rate};
 
@@ -20,7 +22,7 @@ pub const WAYS: usize = 8;
 /// Format tag at the start of a group value: a value in another format (an older filter version)
 /// is treated as an empty group and overwritten.
 const MAGIC: [u8; 4] = *b"RLG1";
-const ENTRY_LEN: usize = 8 + 16 + 8 + 8;
+const ENTRY_LEN: usize = 8 + 16 + 8 + 8 + 8;
 /// Size in bytes of one group value.
 pub const GROUP_LEN: usize = MAGIC.len() + WAYS * ENTRY_LEN;
 
@@ -40,6 +42,19 @@ struct Entry {
     /// When the bucket is full again, so any reader can tell whether the slot is reusable without
     /// knowing the owner's policy.
     full_at: u64,
+    /// Nanoseconds per token of the owner's policy, to count its missing tokens when choosing
+    /// whom to evict (`u64::MAX`: never refills).
+    token_ns: u64,
+}
+
+impl Entry {
+    /// Whole tokens this bucket still misses at `now` (0: full, the slot is free).
+    fn missing_tokens(&self, now: u64) -> u64 {
+        if self.fingerprint == 0 || self.full_at <= now {
+            return 0;
+        }
+        (self.full_at - now).div_ceil(self.token_ns.max(1))
+    }
 }
 
 /// One shared-data value: `WAYS` bucket slots.
@@ -70,12 +85,14 @@ impl Group {
         for (entry, chunk) in group.entries.iter_mut().zip(body.chunks_exact(ENTRY_LEN)) {
             let (fp, rest) = chunk.split_at(8);
             let (units, rest) = rest.split_at(16);
-            let (last, full_at) = rest.split_at(8);
+            let (last, rest) = rest.split_at(8);
+            let (full_at, token_ns) = rest.split_at(8);
             *entry = Entry {
                 fingerprint: u64::from_le_bytes(fp.try_into().ok()?),
                 units: u128::from_le_bytes(units.try_into().ok()?),
                 last_ns: u64::from_le_bytes(last.try_into().ok()?),
                 full_at: u64::from_le_bytes(full_at.try_into().ok()?),
+                token_ns: u64::from_le_bytes(token_ns.try_into().ok()?),
             };
         }
         Some(group)
@@ -89,6 +106,7 @@ impl Group {
             out.extend_from_slice(&e.units.to_le_bytes());
             out.extend_from_slice(&e.last_ns.to_le_bytes());
             out.extend_from_slice(&e.full_at.to_le_bytes());
+            out.extend_from_slice(&e.token_ns.to_le_bytes());
         }
         out
     }
@@ -118,6 +136,11 @@ impl Group {
             units: bucket.units,
             last_ns: bucket.last_ns,
             full_at: bucket.full_at(rate),
+            token_ns: rate
+                .interval_ns
+                .checked_div(rate.limit)
+                .unwrap_or(u64::MAX)
+                .max(1),
         };
         if let Some(slot) = self
             .position(fingerprint)
@@ -126,14 +149,15 @@ impl Group {
             *slot = entry;
             return Placement::Updated;
         }
-        // The slot whose bucket is (or will be) full soonest: unused and refilled slots first.
+        // Unused and refilled slots first (0 missing), then the fewest whole tokens missing, then
+        // the most recently used.
         let victim = self
             .entries
             .iter_mut()
-            .min_by_key(|e| if e.fingerprint == 0 { 0 } else { e.full_at });
+            .min_by_key(|e| (e.missing_tokens(now), std::cmp::Reverse(e.last_ns)));
         match victim {
             Some(slot) => {
-                let placement = if slot.fingerprint != 0 && slot.full_at > now {
+                let placement = if slot.missing_tokens(now) > 0 {
                     Placement::Evicted
                 } else {
                     Placement::Claimed
@@ -150,7 +174,7 @@ impl Group {
     pub fn active(&self, now: u64) -> usize {
         self.entries
             .iter()
-            .filter(|e| e.fingerprint != 0 && e.full_at > now)
+            .filter(|e| e.missing_tokens(now) > 0)
             .count()
     }
 }
@@ -230,7 +254,26 @@ mod tests {
     }
 
     #[test]
-    fn a_full_group_evicts_the_bucket_nearest_to_full() {
+    fn among_equally_spent_buckets_the_most_recent_is_evicted() {
+        let mut g = Group::default();
+        // An established client spent one token at 0; a flood of one-request clients follows.
+        g.store(1, &spent(0, 1), &RATE, 0);
+        for fp in 2..=WAYS as u64 {
+            g.store(fp, &spent(fp, 1), &RATE, fp);
+        }
+        for fp in 100..200 {
+            assert_eq!(g.store(fp, &spent(fp, 1), &RATE, fp), Placement::Evicted);
+        }
+        assert_eq!(
+            g.bucket(1, &RATE, 200).remaining(&RATE),
+            9,
+            "the established client stays"
+        );
+        assert_eq!(g.bucket(199, &RATE, 200).remaining(&RATE), 9);
+    }
+
+    #[test]
+    fn a_full_group_evicts_the_bucket_missing_the_fewest_tokens() {
         let mut g = Group::default();
         for fp in 1..=WAYS as u64 {
             // fp 3 has spent only one token: it would be full first.
