@@ -85,9 +85,6 @@ fn check_imports(module: &Module) -> Result<()> {
     for (module_name, name) in module_imports(module) {
         let reason = match module_name.as_str() {
             abi::PROXY_WASM_MODULE if abi::PROXY_WASM_IMPORTS.contains(&name.as_str()) => continue,
-            abi::PROXY_WASM_MODULE if abi::PROXY_WASM_UNIMPLEMENTED.contains(&name.as_str()) => {
-                "part of proxy-wasm 0.2.1 (gRPC) but not implemented by this harness"
-            }
             abi::PROXY_WASM_MODULE => "which is not a proxy-wasm 0.2.1 host function",
             abi::WASI_MODULE if abi::WASI_IMPORTS.contains(&name.as_str()) => continue,
             abi::WASI_MODULE => "which is not among the WASI calls a proxy-wasm host offers",

@@ -428,11 +428,62 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         },
     )?;
 
+    // gRPC callouts: not offered. The statuses are ones the SDK turns into an `Err` for the
+    // filter (InternalFailure for a new call or stream, NotFound for an unknown token).
+    linker.func_wrap(
+        env,
+        "proxy_grpc_call",
+        |c: C<'_>,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32|
+         -> u32 {
+            c.data().log(
+                LogLevel::Warn,
+                "harness: gRPC callouts are not supported".to_owned(),
+            );
+            INTERNAL_FAILURE
+        },
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_stream",
+        |c: C<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| -> u32 {
+            c.data().log(
+                LogLevel::Warn,
+                "harness: gRPC streams are not supported".to_owned(),
+            );
+            INTERNAL_FAILURE
+        },
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_send",
+        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> u32 { status::NOT_FOUND },
+    )?;
+    linker.func_wrap(env, "proxy_grpc_cancel", |_: C<'_>, _: u32| -> u32 {
+        status::NOT_FOUND
+    })?;
+    linker.func_wrap(env, "proxy_grpc_close", |_: C<'_>, _: u32| -> u32 {
+        status::NOT_FOUND
+    })?;
+
     Ok(())
 }
 
 /// `Empty` (7): a queue exists but holds nothing.
 const EMPTY: u32 = 7;
+/// `InternalFailure` (10).
+const INTERNAL_FAILURE: u32 = 10;
 
 fn ok_or_memory(ok: bool) -> u32 {
     if ok {

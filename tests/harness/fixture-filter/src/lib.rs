@@ -12,6 +12,7 @@
 //! - `/local`   answers 403 locally.
 //! - `/props`   copies properties into `x-prop-*` request headers.
 //! - `/upper`   buffers the request body and upper-cases it; the response body too.
+//! - `/time`    reports the WASI clock and the proxy-wasm clock in request headers.
 //! - `/panic`   panics (to test that a trap is reported with the panic message).
 //!
 //! This is not a filter of the product; it is never deployed.
@@ -163,10 +164,7 @@ fn read_u64(bytes: &[u8]) -> u64 {
 impl Stream {
     /// Token bucket in shared data: 16 bytes = tokens in millitokens, last refill in ns.
     fn take_token(&self) -> bool {
-        let now = proxy_wasm::hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let now = proxy_wasm::hostcalls::get_current_time().map_or(0, nanos_since_epoch);
         let capacity = self.config.capacity.saturating_mul(1000);
         loop {
             let (bytes, cas) =
@@ -273,6 +271,14 @@ impl HttpContext for Stream {
                 }
                 Action::Continue
             }
+            "/time" => {
+                // The WASI clock (what `SystemTime::now` reads) and the proxy-wasm clock.
+                let wasi = nanos_since_epoch(std::time::SystemTime::now());
+                let proxy = proxy_wasm::hostcalls::get_current_time().map_or(0, nanos_since_epoch);
+                self.set_http_request_header("x-wasi-time", Some(&wasi.to_string()));
+                self.set_http_request_header("x-proxy-time", Some(&proxy.to_string()));
+                Action::Continue
+            }
             "/panic" => fixture_panic(),
             _ => Action::Continue,
         }
@@ -314,6 +320,11 @@ impl HttpContext for Stream {
         self.set_http_response_body(0, body_size, &body.to_ascii_uppercase());
         Action::Continue
     }
+}
+
+fn nanos_since_epoch(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Panics on purpose: the harness must turn the resulting trap into an error that carries the
