@@ -62,10 +62,11 @@ pub fn error_response(e: &OAuthError) -> Response {
             HeaderValue::from_static("Basic realm=\"wasmgate\", charset=\"UTF-8\""),
         );
     }
-    if let Some(secs) = e.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(v) = e
+        .retry_after
+        .and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     no_store(r)
 }

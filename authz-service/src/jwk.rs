@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 pub enum VerifyingKey {
     Ed(Ed25519PublicKey),
     Es(ES256PublicKey),
-    Rs(RS256PublicKey),
+    Rs(Box<RS256PublicKey>),
 }
 
 fn member<'a>(jwk: &'a Value, name: &str) -> Result<&'a str, String> {
@@ -45,7 +45,9 @@ impl VerifyingKey {
             "RSA" => {
                 let doc = json!({"kty": "RSA", "n": member(jwk, "n")?, "e": member(jwk, "e")?})
                     .to_string();
-                Ok(VerifyingKey::Rs(RS256PublicKey::from_jwk(&doc).map_err(e)?))
+                Ok(VerifyingKey::Rs(Box::new(
+                    RS256PublicKey::from_jwk(&doc).map_err(e)?,
+                )))
             }
             other => Err(format!("unsupported key type `{other}`")),
         }

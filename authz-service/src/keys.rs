@@ -49,7 +49,7 @@ impl FromStr for SigningAlg {
 pub enum SigningKey {
     Ed(Ed25519KeyPair),
     Es(ES256KeyPair),
-    Rs(RS256KeyPair),
+    Rs(Box<RS256KeyPair>),
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -61,9 +61,9 @@ impl SigningKey {
         Ok(match alg {
             SigningAlg::EdDSA => SigningKey::Ed(Ed25519KeyPair::generate()),
             SigningAlg::ES256 => SigningKey::Es(ES256KeyPair::generate()),
-            SigningAlg::RS256 => {
-                SigningKey::Rs(RS256KeyPair::generate(2048).map_err(|e| e.to_string())?)
-            }
+            SigningAlg::RS256 => SigningKey::Rs(Box::new(
+                RS256KeyPair::generate(2048).map_err(|e| e.to_string())?,
+            )),
         })
     }
 
@@ -76,9 +76,9 @@ impl SigningKey {
             SigningAlg::ES256 => {
                 SigningKey::Es(ES256KeyPair::from_der(der).map_err(e)?.with_key_id(kid))
             }
-            SigningAlg::RS256 => {
-                SigningKey::Rs(RS256KeyPair::from_der(der).map_err(e)?.with_key_id(kid))
-            }
+            SigningAlg::RS256 => SigningKey::Rs(Box::new(
+                RS256KeyPair::from_der(der).map_err(e)?.with_key_id(kid),
+            )),
         })
     }
 

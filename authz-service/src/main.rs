@@ -242,8 +242,8 @@ fn client_cmd(authz: &Authz, cmd: ClientCommand) -> anyhow::Result<()> {
                 .map(|p| -> anyhow::Result<serde_json::Value> {
                     let text = std::fs::read_to_string(&p)
                         .with_context(|| format!("reading {}", p.display()))?;
-                    Ok(serde_json::from_str(&text)
-                        .with_context(|| format!("{} is not JSON", p.display()))?)
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", p.display()))
                 })
                 .transpose()?;
             let grant_types = if grant_types.is_empty() {
