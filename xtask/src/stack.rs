@@ -177,18 +177,18 @@ impl Stack {
             .build()?;
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(response) = client.get(url).send().await {
-                if response.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(response) = client.get(url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
             }
-            if let Some(process) = self.processes.iter_mut().find(|p| p.name() == name) {
-                if let Some(status) = process.exited() {
-                    bail!(
-                        "{name} exited ({status}) before it was healthy; its log:\n{}",
-                        tail(&process.log())
-                    );
-                }
+            if let Some(process) = self.processes.iter_mut().find(|p| p.name() == name)
+                && let Some(status) = process.exited()
+            {
+                bail!(
+                    "{name} exited ({status}) before it was healthy; its log:\n{}",
+                    tail(&process.log())
+                );
             }
             if Instant::now() > deadline {
                 bail!(

@@ -26,7 +26,11 @@ impl fmt::Display for ConfigError {
         if self.field.is_empty() {
             write!(f, "invalid configuration: {}", self.reason)
         } else {
-            write!(f, "invalid configuration: field `{}`: {}", self.field, self.reason)
+            write!(
+                f,
+                "invalid configuration: field `{}`: {}",
+                self.field, self.reason
+            )
         }
     }
 }

@@ -44,23 +44,23 @@ pub struct RequestMatch {
 impl RequestMatch {
     pub fn matches(&self, request: &RequestInfo<'_>) -> bool {
         let path = request.path_only();
-        if let Some(prefix) = &self.path_prefix {
-            if !path.starts_with(prefix.as_str()) {
-                return false;
-            }
+        if let Some(prefix) = &self.path_prefix
+            && !path.starts_with(prefix.as_str())
+        {
+            return false;
         }
-        if let Some(regex) = &self.path_regex {
-            if !regex.is_match(path) {
-                return false;
-            }
+        if let Some(regex) = &self.path_regex
+            && !regex.is_match(path)
+        {
+            return false;
         }
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == request.method) {
             return false;
         }
-        if let Some(host) = &self.host {
-            if !host.eq_ignore_ascii_case(strip_port(request.host)) {
-                return false;
-            }
+        if let Some(host) = &self.host
+            && !host.eq_ignore_ascii_case(strip_port(request.host))
+        {
+            return false;
         }
         true
     }

@@ -1,0 +1,173 @@
+//! docker-compose cannot run here (no Docker engine), so the compose file is checked statically:
+//! `docker-compose config` accepts it, everything it builds or mounts exists, and Envoy gets the
+//! config rendered from the one template.
+// Test code states its expectations bluntly; the no-panic rule is for filter and service code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_yaml::Value;
+use xtask::compose::{render_for_compose, rendered_path};
+use xtask::envoy::ENVOY_VERSION;
+use xtask::paths::{FILTERS, root};
+
+fn compose_config() -> Value {
+    let output = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config"])
+        .current_dir(root())
+        .output()
+        .expect("docker-compose (Debian package docker-compose) must be installed: `cargo xtask test` installs it");
+    assert!(
+        output.status.success(),
+        "docker-compose config refused the file:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_yaml::from_slice(&output.stdout).unwrap()
+}
+
+fn service<'a>(config: &'a Value, name: &str) -> &'a Value {
+    config["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+/// Bind-mount sources of a service, as absolute paths (`docker-compose config` resolves them).
+fn bind_sources(service: &Value) -> Vec<(PathBuf, String)> {
+    service["volumes"]
+        .as_sequence()
+        .map(|volumes| {
+            volumes
+                .iter()
+                .filter_map(|v| {
+                    let (source, target) = match v {
+                        Value::String(s) => {
+                            let mut parts = s.split(':');
+                            (parts.next()?.to_owned(), parts.next()?.to_owned())
+                        }
+                        Value::Mapping(_) => (
+                            v["source"].as_str()?.to_owned(),
+                            v["target"].as_str()?.to_owned(),
+                        ),
+                        _ => return None,
+                    };
+                    source
+                        .starts_with('/')
+                        .then(|| (PathBuf::from(source), target))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn envoy_gets_the_rendered_config_and_it_is_up_to_date() {
+    let committed = std::fs::read_to_string(rendered_path()).unwrap();
+    assert!(
+        committed == render_for_compose().unwrap(),
+        "{} is stale: run `cargo xtask render` and commit it",
+        rendered_path().display()
+    );
+    let config = compose_config();
+    let envoy = service(&config, "envoy");
+    let mounts = bind_sources(envoy);
+    assert!(
+        mounts
+            .iter()
+            .any(|(source, target)| source == &rendered_path() && target == "/etc/envoy/envoy.yaml"),
+        "envoy must mount the rendered config: {mounts:?}"
+    );
+    assert_eq!(
+        envoy["image"].as_str(),
+        Some(format!("envoyproxy/envoy:v{ENVOY_VERSION}").as_str()),
+        "the official Envoy image of the version we test against"
+    );
+}
+
+#[test]
+fn everything_the_compose_file_builds_or_mounts_exists() {
+    let config = compose_config();
+    let services = config["services"].as_mapping().unwrap();
+    for name in ["setup", "authz", "notes-api", "demo-client", "envoy"] {
+        assert!(services.contains_key(name), "service {name} missing");
+    }
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        if let Some(build) = service.get("build") {
+            let context = PathBuf::from(build["context"].as_str().unwrap());
+            assert!(context.is_dir(), "{name}: build context {context:?}");
+            let dockerfile = context.join(build["dockerfile"].as_str().unwrap_or("Dockerfile"));
+            let text = std::fs::read_to_string(&dockerfile)
+                .unwrap_or_else(|e| panic!("{name}: {dockerfile:?}: {e}"));
+            let target = build["target"].as_str().unwrap();
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {target}"))),
+                "{name}: no stage `{target}` in {dockerfile:?}"
+            );
+        }
+        for (source, _) in bind_sources(service) {
+            assert!(source.exists(), "{name}: mounted {source:?} does not exist");
+        }
+    }
+}
+
+#[test]
+fn the_images_contain_what_the_envoy_config_loads() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let envoy_config = render_for_compose().unwrap();
+    for (package, stem) in FILTERS {
+        let wasm = format!("/etc/wasmgate/filters/{stem}.wasm");
+        assert!(
+            envoy_config.contains(&wasm),
+            "Envoy config does not load {wasm}"
+        );
+        assert!(
+            dockerfile.contains(&format!("wasm/{stem}.wasm")),
+            "the setup image does not ship {stem}.wasm"
+        );
+        assert!(
+            dockerfile.contains(&format!("-p {package}")),
+            "{package} is not built"
+        );
+    }
+    for binary in ["authz-service", "wasmgate-demo", "xtask"] {
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary}")),
+            "{binary} not copied"
+        );
+    }
+}
+
+#[test]
+fn only_the_gateway_ports_are_published() {
+    let config = compose_config();
+    for (name, service) in config["services"].as_mapping().unwrap() {
+        let ports: Vec<String> = service["ports"]
+            .as_sequence()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|p| match p {
+                        Value::Mapping(_) => format!(
+                            "{}:{}",
+                            p["published"]
+                                .as_u64()
+                                .map(|n| n.to_string())
+                                .or_else(|| p["published"].as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                            p["target"].as_u64().unwrap_or_default()
+                        ),
+                        other => other.as_str().unwrap_or_default().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected: Vec<String> = if name.as_str() == Some("envoy") {
+            vec!["8080:8080".into(), "8443:8443".into()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(ports, expected, "published ports of {name:?}");
+    }
+}
