@@ -14,7 +14,9 @@ pub enum Denial {
     InvalidToken(TokenError),
     InsufficientScope(Vec<String>),
     /// No key set yet: an unverified request never passes; try again shortly.
-    KeysUnavailable { retry_after_seconds: u64 },
+    KeysUnavailable {
+        retry_after_seconds: u64,
+    },
 }
 
 impl Denial {
@@ -69,7 +71,9 @@ pub fn respond(denial: &Denial, realm: &str) -> Response {
             "the access token lacks a required scope",
             Some(scopes.join(" ")),
         ),
-        Denial::KeysUnavailable { retry_after_seconds } => {
+        Denial::KeysUnavailable {
+            retry_after_seconds,
+        } => {
             let body = json!({
                 "error": "temporarily_unavailable",
                 "error_description": "the signing keys are not available yet, retry shortly",
@@ -77,7 +81,10 @@ pub fn respond(denial: &Denial, realm: &str) -> Response {
             return Response {
                 status: 503,
                 headers: vec![
-                    ("retry-after".into(), retry_after_seconds.max(&1).to_string()),
+                    (
+                        "retry-after".into(),
+                        retry_after_seconds.max(&1).to_string(),
+                    ),
                     ("content-type".into(), "application/json".into()),
                     ("cache-control".into(), "no-store".into()),
                 ],
@@ -90,7 +97,9 @@ pub fn respond(denial: &Denial, realm: &str) -> Response {
     let mut challenge = format!("Bearer realm=\"{realm}\"");
     let mut body = serde_json::Map::new();
     if let Some(error) = error {
-        challenge.push_str(&format!(", error=\"{error}\", error_description=\"{description}\""));
+        challenge.push_str(&format!(
+            ", error=\"{error}\", error_description=\"{description}\""
+        ));
         body.insert("error".into(), error.into());
     }
     body.insert("error_description".into(), description.into());
@@ -121,7 +130,10 @@ mod tests {
     fn no_token_has_no_error_code() {
         let r = respond(&Denial::NoToken, "wasmgate");
         assert_eq!(r.status, 401);
-        assert_eq!(r.header("WWW-Authenticate"), Some("Bearer realm=\"wasmgate\""));
+        assert_eq!(
+            r.header("WWW-Authenticate"),
+            Some("Bearer realm=\"wasmgate\"")
+        );
         assert!(body(&r).get("error").is_none());
     }
 
@@ -131,7 +143,9 @@ mod tests {
         assert_eq!(r.status, 401);
         assert_eq!(
             r.header("www-authenticate"),
-            Some("Bearer realm=\"r\", error=\"invalid_token\", error_description=\"the token has expired\"")
+            Some(
+                "Bearer realm=\"r\", error=\"invalid_token\", error_description=\"the token has expired\""
+            )
         );
         assert_eq!(body(&r)["error"], "invalid_token");
         assert_eq!(body(&r)["error_description"], "the token has expired");
@@ -141,16 +155,32 @@ mod tests {
     fn bad_request_is_400_and_scope_is_403() {
         let r = respond(&Denial::InvalidRequest(RequestError::MultipleTokens), "r");
         assert_eq!(r.status, 400);
-        assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_request\""));
-        let r = respond(&Denial::InsufficientScope(vec!["demo".into(), "write".into()]), "r");
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_request\"")
+        );
+        let r = respond(
+            &Denial::InsufficientScope(vec!["demo".into(), "write".into()]),
+            "r",
+        );
         assert_eq!(r.status, 403);
-        assert!(r.header("www-authenticate").unwrap().ends_with(", scope=\"demo write\""));
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .ends_with(", scope=\"demo write\"")
+        );
         assert_eq!(body(&r)["scope"], "demo write");
     }
 
     #[test]
     fn no_keys_is_503_with_retry_after() {
-        let r = respond(&Denial::KeysUnavailable { retry_after_seconds: 0 }, "r");
+        let r = respond(
+            &Denial::KeysUnavailable {
+                retry_after_seconds: 0,
+            },
+            "r",
+        );
         assert_eq!(r.status, 503);
         assert_eq!(r.header("retry-after"), Some("1"));
         assert!(r.header("www-authenticate").is_none());

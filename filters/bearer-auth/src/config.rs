@@ -179,11 +179,17 @@ fn build(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(ConfigError::new("issuer", "must not be empty"));
     }
     if raw.audiences.is_empty() {
-        return Err(ConfigError::new("audiences", "at least one audience is required"));
+        return Err(ConfigError::new(
+            "audiences",
+            "at least one audience is required",
+        ));
     }
     for (i, aud) in raw.audiences.iter().enumerate() {
         if aud.is_empty() {
-            return Err(ConfigError::new(format!("audiences[{i}]"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("audiences[{i}]"),
+                "must not be empty",
+            ));
         }
     }
     let jwks = match raw.jwks {
@@ -216,10 +222,13 @@ fn build(raw: RawConfig) -> Result<Config, ConfigError> {
             format!("must be between 64 and {MAX_TOKEN_BYTES_LIMIT}"),
         ));
     }
-    if let Some(typ) = &raw.required_typ {
-        if typ.is_empty() {
-            return Err(ConfigError::new("required_typ", "must not be empty when given"));
-        }
+    if let Some(typ) = &raw.required_typ
+        && typ.is_empty()
+    {
+        return Err(ConfigError::new(
+            "required_typ",
+            "must not be empty when given",
+        ));
     }
     let claim_headers = raw
         .claim_headers
@@ -328,7 +337,10 @@ fn build_hmac(i: usize, s: RawHmacSecret) -> Result<HmacSecret, ConfigError> {
         ));
     }
     let secret = crate::b64::decode_lenient(&s.secret_base64url).ok_or_else(|| {
-        ConfigError::new(format!("hmac_secrets[{i}].secret_base64url"), "is not valid base64")
+        ConfigError::new(
+            format!("hmac_secrets[{i}].secret_base64url"),
+            "is not valid base64",
+        )
     })?;
     // RFC 7518 §3.2: the key must be at least as long as the hash output.
     let min = match s.alg.as_str() {
@@ -351,11 +363,13 @@ fn build_hmac(i: usize, s: RawHmacSecret) -> Result<HmacSecret, ConfigError> {
 
 fn build_claim_header(i: usize, c: RawClaimHeader) -> Result<ClaimHeader, ConfigError> {
     if c.claim.is_empty() {
-        return Err(ConfigError::new(format!("claim_headers[{i}].claim"), "must not be empty"));
+        return Err(ConfigError::new(
+            format!("claim_headers[{i}].claim"),
+            "must not be empty",
+        ));
     }
     let valid_name = !c.header.is_empty()
-        && c
-            .header
+        && c.header
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !valid_name {
@@ -381,7 +395,8 @@ fn validate_requirement(req: &Requirement, field: &str) -> Result<(), ConfigErro
         for (i, s) in scopes.iter().enumerate() {
             // RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
             let ok = !s.is_empty()
-                && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+                && s.bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
             if !ok {
                 return Err(ConfigError::new(
                     format!("{field}.scopes[{i}]"),

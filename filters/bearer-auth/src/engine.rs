@@ -53,6 +53,8 @@ pub enum Wait {
 /// A request let through, and the header changes that go with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Allow {
+    /// An anonymous route: nothing was checked.
+    pub anonymous: bool,
     /// Headers to set after every `x-auth-*` header was removed.
     pub set_headers: Vec<(String, String)>,
     pub remove_authorization: bool,
@@ -128,9 +130,16 @@ impl Engine {
         let requirement = self.config.rules.requirement(&req.info).clone();
         if requirement == Requirement::Anonymous {
             // Authorization is left alone: the token endpoint uses it for client credentials.
-            return Outcome::Allow(Allow::default());
+            return Outcome::Allow(Allow {
+                anonymous: true,
+                ..Allow::default()
+            });
         }
-        let found = match extract(req.authorization, req.info.path, self.config.allow_query_token) {
+        let found = match extract(
+            req.authorization,
+            req.info.path,
+            self.config.allow_query_token,
+        ) {
             Ok(Some(found)) => found,
             Ok(None) => return Outcome::Deny(Denial::NoToken),
             Err(e) => return Outcome::Deny(Denial::InvalidRequest(e)),
@@ -140,10 +149,10 @@ impl Engine {
             Ok(identity) => identity,
             Err(outcome) => return outcome,
         };
-        if let Requirement::Scopes(required) = &requirement {
-            if !identity.has_scopes(required) {
-                return Outcome::Deny(Denial::InsufficientScope(required.clone()));
-            }
+        if let Requirement::Scopes(required) = &requirement
+            && !identity.has_scopes(required)
+        {
+            return Outcome::Deny(Denial::InsufficientScope(required.clone()));
         }
         Outcome::Allow(self.allow(&identity, &found, req.info.path))
     }
@@ -203,9 +212,11 @@ impl Engine {
         set_headers.extend(identity.extra_headers.iter().cloned());
         let forward = self.config.forward_authorization;
         Allow {
+            anonymous: false,
             set_headers,
             remove_authorization: !forward && matches!(found, Found::Header(_)),
-            new_path: (!forward && matches!(found, Found::Query(_))).then(|| strip_query_token(path)),
+            new_path: (!forward && matches!(found, Found::Query(_)))
+                .then(|| strip_query_token(path)),
         }
     }
 }

@@ -70,7 +70,11 @@ fn bearer_from_header(raw: &[u8]) -> Result<Option<String>, RequestError> {
     };
     // Envoy joins repeated Authorization headers with a comma: "Bearer a,Bearer b".
     if !scheme.eq_ignore_ascii_case("bearer") {
-        if scheme.len() > 6 && scheme.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("bearer")) {
+        if scheme.len() > 6
+            && scheme
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+        {
             // "Bearer,..." or "Bearerxyz": a bearer attempt, badly written.
             return Err(RequestError::BadTokenSyntax);
         }
@@ -92,9 +96,9 @@ fn bearer_from_header(raw: &[u8]) -> Result<Option<String>, RequestError> {
 pub fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn token_from_query(path: &str) -> Result<Option<String>, RequestError> {
@@ -167,8 +171,17 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        for v in ["Bearer abc.def.ghi", "bearer abc.def.ghi", "BEARER  abc.def.ghi ", "\tBearer\tabc.def.ghi"] {
-            assert_eq!(header(v.as_bytes()), Ok(Some(Found::Header("abc.def.ghi".into()))), "{v:?}");
+        for v in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER  abc.def.ghi ",
+            "\tBearer\tabc.def.ghi",
+        ] {
+            assert_eq!(
+                header(v.as_bytes()),
+                Ok(Some(Found::Header("abc.def.ghi".into()))),
+                "{v:?}"
+            );
         }
     }
 
@@ -184,7 +197,10 @@ mod tests {
         assert_eq!(header(b"Bearer   "), Err(RequestError::EmptyBearer));
         assert_eq!(header(b"Bearer a b"), Err(RequestError::BadTokenSyntax));
         assert_eq!(header(b"Bearer a\"b"), Err(RequestError::BadTokenSyntax));
-        assert_eq!(header(b"Bearer a,Bearer b"), Err(RequestError::MultipleTokens));
+        assert_eq!(
+            header(b"Bearer a,Bearer b"),
+            Err(RequestError::MultipleTokens)
+        );
         assert_eq!(header(b"Bearer,x"), Err(RequestError::BadTokenSyntax));
         assert_eq!(header(b"Bearer ==="), Err(RequestError::BadTokenSyntax));
         assert_eq!(header(b"Bearer \xff\xfe"), Err(RequestError::NotText));
@@ -193,7 +209,10 @@ mod tests {
     #[test]
     fn query_token_only_when_enabled() {
         assert_eq!(extract(None, "/x?access_token=abc", false), Ok(None));
-        assert_eq!(extract(None, "/x?a=1&access_token=a%2Eb", true), Ok(Some(Found::Query("a.b".into()))));
+        assert_eq!(
+            extract(None, "/x?a=1&access_token=a%2Eb", true),
+            Ok(Some(Found::Query("a.b".into())))
+        );
         assert_eq!(
             extract(None, "/x?access_token=a&access_token=b", true),
             Err(RequestError::MultipleTokens)
@@ -202,8 +221,14 @@ mod tests {
             extract(Some(b"Bearer x"), "/x?access_token=a", true),
             Err(RequestError::MultipleTokens)
         );
-        assert_eq!(extract(None, "/x?access_token=%zz", true), Err(RequestError::BadTokenSyntax));
-        assert_eq!(extract(None, "/x?access_token=", true), Err(RequestError::EmptyBearer));
+        assert_eq!(
+            extract(None, "/x?access_token=%zz", true),
+            Err(RequestError::BadTokenSyntax)
+        );
+        assert_eq!(
+            extract(None, "/x?access_token=", true),
+            Err(RequestError::EmptyBearer)
+        );
     }
 
     #[test]

@@ -29,11 +29,15 @@ pub enum PublicKey {
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     /// RSA keys serve the three RS* algorithms; which ones a key may use is in `Key::algs`.
-    Rsa {
-        rs256: RS256PublicKey,
-        rs384: RS384PublicKey,
-        rs512: RS512PublicKey,
-    },
+    /// Boxed: three RSA keys are much larger than the other variants.
+    Rsa(Box<RsaKeys>),
+}
+
+#[derive(Clone)]
+pub struct RsaKeys {
+    pub rs256: RS256PublicKey,
+    pub rs384: RS384PublicKey,
+    pub rs512: RS512PublicKey,
 }
 
 impl fmt::Debug for PublicKey {
@@ -42,7 +46,7 @@ impl fmt::Debug for PublicKey {
             PublicKey::Ed25519(_) => "Ed25519",
             PublicKey::Es256(_) => "P-256",
             PublicKey::Es384(_) => "P-384",
-            PublicKey::Rsa { .. } => "RSA",
+            PublicKey::Rsa(_) => "RSA",
         };
         f.write_str(kind)
     }
@@ -100,7 +104,9 @@ pub enum JwksError {
 impl fmt::Display for JwksError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JwksError::TooLarge(n) => write!(f, "JWKS document of {n} bytes is over {MAX_JWKS_BYTES}"),
+            JwksError::TooLarge(n) => {
+                write!(f, "JWKS document of {n} bytes is over {MAX_JWKS_BYTES}")
+            }
             JwksError::NotJson(e) => write!(f, "JWKS document is not a JSON key set: {e}"),
             JwksError::NoUsableKeys(w) if w.is_empty() => write!(f, "JWKS document has no keys"),
             JwksError::NoUsableKeys(w) => {
@@ -150,7 +156,8 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<Parsed, JwksError> {
     if bytes.len() > MAX_JWKS_BYTES {
         return Err(JwksError::TooLarge(bytes.len()));
     }
-    let raw: RawSet = serde_json::from_slice(bytes).map_err(|e| JwksError::NotJson(e.to_string()))?;
+    let raw: RawSet =
+        serde_json::from_slice(bytes).map_err(|e| JwksError::NotJson(e.to_string()))?;
     let mut set = KeySet::default();
     let mut skipped = Vec::new();
     for (i, value) in raw.keys.into_iter().enumerate() {
@@ -201,13 +208,15 @@ const ES384_ALGS: &[&str] = &["ES384"];
 const RSA_ALGS: &[&str] = &["RS256", "RS384", "RS512"];
 
 fn build_key(raw: RawKey) -> Result<Key, String> {
-    if let Some(u) = &raw.use_ {
-        if u != "sig" {
-            return Err(format!("use {u:?} is not \"sig\""));
-        }
+    if let Some(u) = &raw.use_
+        && u != "sig"
+    {
+        return Err(format!("use {u:?} is not \"sig\""));
     }
     let member = |v: &Option<String>, name: &str| -> Result<Vec<u8>, String> {
-        let s = v.as_deref().ok_or_else(|| format!("member `{name}` missing"))?;
+        let s = v
+            .as_deref()
+            .ok_or_else(|| format!("member `{name}` missing"))?;
         decode_url(s).ok_or_else(|| format!("member `{name}` is not base64url"))
     };
     let (key, type_algs): (PublicKey, &'static [&'static str]) =
@@ -242,11 +251,11 @@ fn build_key(raw: RawKey) -> Result<Key, String> {
                 let e = member(&raw.e, "e")?;
                 let err = |e: jwt_simple::Error| e.to_string();
                 (
-                    PublicKey::Rsa {
+                    PublicKey::Rsa(Box::new(RsaKeys {
                         rs256: RS256PublicKey::from_components(&n, &e).map_err(err)?,
                         rs384: RS384PublicKey::from_components(&n, &e).map_err(err)?,
                         rs512: RS512PublicKey::from_components(&n, &e).map_err(err)?,
-                    },
+                    })),
                     RSA_ALGS,
                 )
             }
@@ -291,7 +300,11 @@ mod tests {
     fn keys_are_found_by_kid() {
         let p = parse_jwks(&doc(vec![ed_jwk("a"), ed_jwk("b")])).unwrap();
         assert_eq!(p.set.len(), 2);
-        assert!(p.set.by_kid("b").is_some_and(|k| k.accepts("EdDSA") && !k.accepts("RS256")));
+        assert!(
+            p.set
+                .by_kid("b")
+                .is_some_and(|k| k.accepts("EdDSA") && !k.accepts("RS256"))
+        );
         assert!(p.set.by_kid("c").is_none());
     }
 
@@ -302,7 +315,9 @@ mod tests {
         let p = parse_jwks(&doc(vec![odd, enc, ed_jwk("a")])).unwrap();
         assert_eq!(p.set.len(), 1);
         assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
-        assert!(parse_inline_jwks(&doc(vec![ed_jwk("a"), serde_json::json!({"kty":"oct"})])).is_err());
+        assert!(
+            parse_inline_jwks(&doc(vec![ed_jwk("a"), serde_json::json!({"kty":"oct"})])).is_err()
+        );
     }
 
     #[test]
@@ -321,7 +336,11 @@ mod tests {
         ]))
         .unwrap();
         assert!(p.skipped.is_empty(), "{:?}", p.skipped);
-        assert!(p.set.by_kid("ec").is_some_and(|k| k.accepts("ES256") && !k.accepts("ES384")));
+        assert!(
+            p.set
+                .by_kid("ec")
+                .is_some_and(|k| k.accepts("ES256") && !k.accepts("ES384"))
+        );
         let r = p.set.by_kid("rsa").unwrap();
         assert!(r.accepts("RS384") && !r.accepts("RS256"));
     }
@@ -330,14 +349,23 @@ mod tests {
     fn alg_that_does_not_fit_the_key_type_is_skipped() {
         let mut k = ed_jwk("a");
         k["alg"] = "RS256".into();
-        assert!(matches!(parse_jwks(&doc(vec![k])), Err(JwksError::NoUsableKeys(_))));
+        assert!(matches!(
+            parse_jwks(&doc(vec![k])),
+            Err(JwksError::NoUsableKeys(_))
+        ));
     }
 
     #[test]
     fn garbage_documents_are_errors() {
         assert!(matches!(parse_jwks(b"nope"), Err(JwksError::NotJson(_))));
-        assert!(matches!(parse_jwks(br#"{"keys":{}}"#), Err(JwksError::NotJson(_))));
-        assert!(matches!(parse_jwks(br#"{"keys":[]}"#), Err(JwksError::NoUsableKeys(_))));
+        assert!(matches!(
+            parse_jwks(br#"{"keys":{}}"#),
+            Err(JwksError::NotJson(_))
+        ));
+        assert!(matches!(
+            parse_jwks(br#"{"keys":[]}"#),
+            Err(JwksError::NoUsableKeys(_))
+        ));
         let big = vec![b' '; MAX_JWKS_BYTES + 1];
         assert!(matches!(parse_jwks(&big), Err(JwksError::TooLarge(_))));
     }

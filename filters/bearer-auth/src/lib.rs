@@ -1,6 +1,7 @@
 //! bearer-auth: checks OAuth 2.0 JWT access tokens (RFC 9068) at the edge and answers as RFC 6750
 //! says. Plain-Rust logic in the modules below; `adapter` is the only one that talks to the host.
 
+mod adapter;
 pub mod b64;
 pub mod cache;
 pub mod challenge;
@@ -15,3 +16,6 @@ pub mod verify;
 
 #[cfg(test)]
 pub mod testkit;
+
+/// The name in log lines and metric names.
+pub const FILTER_NAME: &str = "bearer-auth";

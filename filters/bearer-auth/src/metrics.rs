@@ -80,7 +80,9 @@ mod tests {
             Denial::NoToken,
             Denial::InvalidRequest(crate::extract::RequestError::NotText),
             Denial::InsufficientScope(vec![]),
-            Denial::KeysUnavailable { retry_after_seconds: 1 },
+            Denial::KeysUnavailable {
+                retry_after_seconds: 1,
+            },
             Denial::InvalidToken(TokenError::TooLarge),
             Denial::InvalidToken(TokenError::Malformed),
             Denial::InvalidToken(TokenError::AlgNone),

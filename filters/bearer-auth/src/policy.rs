@@ -48,7 +48,11 @@ mod tests {
     use crate::testkit::config;
 
     fn req(method: &'static str, path: &'static str) -> RequestInfo<'static> {
-        RequestInfo { method, path, host: "localhost:8443" }
+        RequestInfo {
+            method,
+            path,
+            host: "localhost:8443",
+        }
     }
 
     #[test]
@@ -61,16 +65,25 @@ mod tests {
             ], "default": "anonymous""#,
         );
         let scopes = Requirement::Scopes(vec!["demo".into()]);
-        assert_eq!(c.rules.requirement(&req("GET", "/api/public/x")), &Requirement::Anonymous);
+        assert_eq!(
+            c.rules.requirement(&req("GET", "/api/public/x")),
+            &Requirement::Anonymous
+        );
         assert_eq!(c.rules.requirement(&req("POST", "/api/public/x")), &scopes);
         assert_eq!(c.rules.requirement(&req("GET", "/api/notes?x=1")), &scopes);
         assert_eq!(c.rules.requirement(&req("GET", "/me")), &Requirement::Token);
-        assert_eq!(c.rules.requirement(&req("GET", "/me/2")), &Requirement::Anonymous);
+        assert_eq!(
+            c.rules.requirement(&req("GET", "/me/2")),
+            &Requirement::Anonymous
+        );
     }
 
     #[test]
     fn default_is_a_valid_token() {
         let c = config("");
-        assert_eq!(c.rules.requirement(&req("GET", "/anything")), &Requirement::Token);
+        assert_eq!(
+            c.rules.requirement(&req("GET", "/anything")),
+            &Requirement::Token
+        );
     }
 }

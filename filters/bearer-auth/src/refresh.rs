@@ -74,13 +74,20 @@ pub struct Refresher {
 
 /// Lease time beyond the callout timeout, so a slow response cannot overlap a second fetch.
 const LEASE_MARGIN_MS: u64 = 1_000;
+/// CAS used to create the record when it does not exist yet: the host applies any write to an
+/// absent key, but if another VM created it meanwhile, this (practically never current) CAS makes
+/// our write fail instead of overwriting theirs.
+const CREATE_CAS: u32 = u32::MAX;
 /// CAS retries before giving up for this tick; contention means another VM is making progress.
 const CAS_ATTEMPTS: usize = 4;
 
 impl Refresher {
     pub fn new(cfg: &RemoteJwks, me: u64) -> Self {
         // One namespace per key source, so two filter configs with different JWKS never mix.
-        let prefix = format!("wasmgate.bearer-auth|{}|{}|{}", cfg.cluster, cfg.authority, cfg.path);
+        let prefix = format!(
+            "wasmgate.bearer-auth|{}|{}|{}",
+            cfg.cluster, cfg.authority, cfg.path
+        );
         Self {
             state_key: format!("{prefix}.state"),
             jwks_key: format!("{prefix}.jwks"),
@@ -96,7 +103,10 @@ impl Refresher {
     /// The current record (default when absent or unreadable) and its CAS token.
     pub fn read(&self, store: &dyn SharedStore) -> (RefreshState, Option<u32>) {
         match store.get(&self.state_key) {
-            Some((bytes, cas)) => (serde_json::from_slice(&bytes).unwrap_or_default(), Some(cas)),
+            Some((bytes, cas)) => (
+                serde_json::from_slice(&bytes).unwrap_or_default(),
+                Some(cas),
+            ),
             None => (RefreshState::default(), None),
         }
     }
@@ -110,6 +120,7 @@ impl Refresher {
     /// any lease is taken, because the host has no "create if absent" operation.
     pub fn ensure_state(&self, store: &dyn SharedStore) {
         if store.get(&self.state_key).is_none() {
+            // Losing this race is fine: the other VM wrote the same empty record.
             let _ = self.write(store, &RefreshState::default(), None);
         }
     }
@@ -117,11 +128,18 @@ impl Refresher {
     /// Whether a fetch for `why` would be allowed at `now`, without taking the lease.
     pub fn due(&self, state: &RefreshState, why: Why, now: u64) -> bool {
         let retry_ok = state.last_failure_ms == 0
-            || now >= state.last_failure_ms.saturating_add(self.cfg.retry_interval_ms);
+            || now
+                >= state
+                    .last_failure_ms
+                    .saturating_add(self.cfg.retry_interval_ms);
         match why {
             Why::Periodic if state.generation == 0 => retry_ok,
             Why::Periodic => {
-                retry_ok && now >= state.fetched_at_ms.saturating_add(self.cfg.refresh_interval_ms)
+                retry_ok
+                    && now
+                        >= state
+                            .fetched_at_ms
+                            .saturating_add(self.cfg.refresh_interval_ms)
             }
             Why::UnknownKid => {
                 state.last_unknown_kid_fetch_ms == 0
@@ -142,7 +160,9 @@ impl Refresher {
         let next = if self.lease_held(state, now) {
             state.lease_until_ms
         } else {
-            state.last_failure_ms.saturating_add(self.cfg.retry_interval_ms)
+            state
+                .last_failure_ms
+                .saturating_add(self.cfg.retry_interval_ms)
         };
         next.saturating_sub(now).div_ceil(1000).max(1)
     }
@@ -180,11 +200,15 @@ impl Refresher {
             self.complete_failed(store, now);
             return false;
         }
-        self.update(store, |s| {
-            s.generation = s.generation.saturating_add(1);
-            s.fetched_at_ms = now;
-            s.last_failure_ms = 0;
-        }, now)
+        self.update(
+            store,
+            |s| {
+                s.generation = s.generation.saturating_add(1);
+                s.fetched_at_ms = now;
+                s.last_failure_ms = 0;
+            },
+            now,
+        )
     }
 
     /// Records a failed fetch (the last good document stays) and releases the lease.
@@ -192,7 +216,12 @@ impl Refresher {
         self.update(store, |s| s.last_failure_ms = now.max(1), now)
     }
 
-    fn update(&self, store: &dyn SharedStore, change: impl Fn(&mut RefreshState), now: u64) -> bool {
+    fn update(
+        &self,
+        store: &dyn SharedStore,
+        change: impl Fn(&mut RefreshState),
+        now: u64,
+    ) -> bool {
         for _ in 0..CAS_ATTEMPTS {
             let (mut state, cas) = self.read(store);
             change(&mut state);
@@ -210,9 +239,14 @@ impl Refresher {
         false
     }
 
-    fn write(&self, store: &dyn SharedStore, state: &RefreshState, cas: Option<u32>) -> Result<(), StoreError> {
+    fn write(
+        &self,
+        store: &dyn SharedStore,
+        state: &RefreshState,
+        cas: Option<u32>,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(state).map_err(|_| StoreError::Other)?;
-        store.set(&self.state_key, &bytes, cas)
+        store.set(&self.state_key, &bytes, Some(cas.unwrap_or(CREATE_CAS)))
     }
 }
 
@@ -235,10 +269,10 @@ pub mod memory {
         }
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
             let mut map = self.map.borrow_mut();
-            if let (Some(cas), Some((_, current))) = (cas, map.get(key)) {
-                if cas != *current {
-                    return Err(StoreError::CasMismatch);
-                }
+            if let (Some(cas), Some((_, current))) = (cas, map.get(key))
+                && cas != *current
+            {
+                return Err(StoreError::CasMismatch);
             }
             let mut next = self.next.borrow_mut();
             *next += 1;
@@ -278,7 +312,10 @@ mod tests {
     #[test]
     fn only_one_vm_gets_the_lease() {
         let (store, a, b) = pair();
-        assert_eq!(a.try_acquire(&store, Why::Periodic, 1_000), Acquire::Acquired);
+        assert_eq!(
+            a.try_acquire(&store, Why::Periodic, 1_000),
+            Acquire::Acquired
+        );
         assert_eq!(b.try_acquire(&store, Why::Periodic, 1_000), Acquire::Busy);
         assert_eq!(b.try_acquire(&store, Why::UnknownKid, 1_500), Acquire::Busy);
         assert!(a.complete_ok(&store, br#"{"keys":[]}"#, 1_200));
@@ -287,7 +324,10 @@ mod tests {
         assert_eq!(b.document(&store).as_deref(), Some(&br#"{"keys":[]}"#[..]));
         // Fresh keys: nothing periodic is due until the interval has passed.
         assert_eq!(b.try_acquire(&store, Why::Periodic, 2_000), Acquire::NotDue);
-        assert_eq!(b.try_acquire(&store, Why::Periodic, 301_200), Acquire::Acquired);
+        assert_eq!(
+            b.try_acquire(&store, Why::Periodic, 301_200),
+            Acquire::Acquired
+        );
     }
 
     #[test]
@@ -295,14 +335,21 @@ mod tests {
         let (store, a, b) = pair();
         let (_, cas) = a.read(&store);
         assert_eq!(b.try_acquire(&store, Why::Periodic, 0), Acquire::Acquired);
-        let state = RefreshState { lease_owner: 1, lease_until_ms: 99_999, ..Default::default() };
+        let state = RefreshState {
+            lease_owner: 1,
+            lease_until_ms: 99_999,
+            ..Default::default()
+        };
         assert_eq!(a.write(&store, &state, cas), Err(StoreError::CasMismatch));
     }
 
     #[test]
     fn unknown_kid_refetch_is_rate_limited() {
         let (store, a, b) = pair();
-        assert_eq!(a.try_acquire(&store, Why::UnknownKid, 10_000), Acquire::Acquired);
+        assert_eq!(
+            a.try_acquire(&store, Why::UnknownKid, 10_000),
+            Acquire::Acquired
+        );
         a.complete_ok(&store, b"{}", 10_100);
         let mut fetches = 0;
         for i in 0..100u64 {
@@ -312,8 +359,14 @@ mod tests {
                 vm.complete_ok(&store, b"{}", 10_200 + i * 100);
             }
         }
-        assert_eq!(fetches, 0, "within 30 s of the last kid fetch nothing more is fetched");
-        assert_eq!(b.try_acquire(&store, Why::UnknownKid, 40_000), Acquire::Acquired);
+        assert_eq!(
+            fetches, 0,
+            "within 30 s of the last kid fetch nothing more is fetched"
+        );
+        assert_eq!(
+            b.try_acquire(&store, Why::UnknownKid, 40_000),
+            Acquire::Acquired
+        );
     }
 
     #[test]
@@ -321,13 +374,22 @@ mod tests {
         let (store, a, _) = pair();
         assert_eq!(a.try_acquire(&store, Why::Periodic, 0), Acquire::Acquired);
         a.complete_ok(&store, b"good", 10);
-        assert_eq!(a.try_acquire(&store, Why::Periodic, 300_010), Acquire::Acquired);
+        assert_eq!(
+            a.try_acquire(&store, Why::Periodic, 300_010),
+            Acquire::Acquired
+        );
         a.complete_failed(&store, 300_020);
         assert_eq!(a.document(&store).as_deref(), Some(&b"good"[..]));
         let (s, _) = a.read(&store);
         assert_eq!((s.generation, s.attempts), (1, 2));
-        assert_eq!(a.try_acquire(&store, Why::Periodic, 301_000), Acquire::NotDue);
-        assert_eq!(a.try_acquire(&store, Why::Periodic, 302_020), Acquire::Acquired);
+        assert_eq!(
+            a.try_acquire(&store, Why::Periodic, 301_000),
+            Acquire::NotDue
+        );
+        assert_eq!(
+            a.try_acquire(&store, Why::Periodic, 302_020),
+            Acquire::Acquired
+        );
     }
 
     #[test]
@@ -336,7 +398,10 @@ mod tests {
         assert_eq!(a.try_acquire(&store, Why::Periodic, 0), Acquire::Acquired);
         // a's VM died: the lease runs out after timeout + margin.
         assert_eq!(b.try_acquire(&store, Why::Periodic, 2_999), Acquire::Busy);
-        assert_eq!(b.try_acquire(&store, Why::Periodic, 3_000), Acquire::Acquired);
+        assert_eq!(
+            b.try_acquire(&store, Why::Periodic, 3_000),
+            Acquire::Acquired
+        );
         // a's late completion does not release b's lease.
         a.complete_failed(&store, 3_100);
         let (s, _) = b.read(&store);
@@ -347,7 +412,10 @@ mod tests {
     #[test]
     fn retry_after_counts_whole_seconds() {
         let (_, a, _) = pair();
-        let s = RefreshState { last_failure_ms: 1_000, ..Default::default() };
+        let s = RefreshState {
+            last_failure_ms: 1_000,
+            ..Default::default()
+        };
         assert_eq!(a.retry_after_seconds(&s, 1_500), 2);
         assert_eq!(a.retry_after_seconds(&s, 10_000), 1);
     }

@@ -8,11 +8,11 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use jwt_simple::JWTError;
 use jwt_simple::prelude::{
     Duration, ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, EdDSAPublicKeyLike, HS256Key,
     HS384Key, HS512Key, JWTClaims, MACLike, RSAPublicKeyLike, UnixTimeStamp, VerificationOptions,
 };
-use jwt_simple::JWTError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -57,7 +57,9 @@ impl TokenError {
             TokenError::AlgNone => "unsigned tokens (alg none) are not accepted",
             TokenError::HmacNotAccepted => "HMAC-signed tokens are not accepted",
             TokenError::UnsupportedAlg => "the token's signature algorithm is not supported",
-            TokenError::UnsupportedCrit => "the token has critical header parameters we do not understand",
+            TokenError::UnsupportedCrit => {
+                "the token has critical header parameters we do not understand"
+            }
             TokenError::WrongType => "the token is not an access token (typ)",
             TokenError::UnknownKid(_) => "the token was signed with an unknown key",
             TokenError::NoKeyForToken => "no key matches the token (kid missing)",
@@ -191,10 +193,10 @@ impl Verifier {
         } else {
             return Err(TokenError::UnsupportedAlg);
         };
-        if let Some(required) = &self.required_typ {
-            if !typ_matches(header.typ.as_deref(), required) {
-                return Err(TokenError::WrongType);
-            }
+        if let Some(required) = &self.required_typ
+            && !typ_matches(header.typ.as_deref(), required)
+        {
+            return Err(TokenError::WrongType);
         }
         let options = self.options(now);
         let claims = match hmac_secret {
@@ -236,10 +238,18 @@ impl Verifier {
         let scope_value = custom.get("scope").or_else(|| custom.get("scp"));
         let scopes: Vec<String> = match scope_value {
             None => Vec::new(),
-            Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(String::from).collect(),
+            Some(Value::String(s)) => s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(String::from).ok_or(TokenError::MalformedClaims))
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or(TokenError::MalformedClaims)
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(TokenError::MalformedClaims),
         };
@@ -258,15 +268,16 @@ impl Verifier {
                 "sub" => subject.clone().map(Value::String),
                 "iss" => claims.issuer.clone().map(Value::String),
                 "jti" => claims.jwt_id.clone().map(Value::String),
-                "aud" => claims.audiences.clone().map(|a| {
-                    Value::Array(a.into_set().into_iter().map(Value::String).collect())
-                }),
+                "aud" => claims
+                    .audiences
+                    .clone()
+                    .map(|a| Value::Array(a.into_set().into_iter().map(Value::String).collect())),
                 other => custom.get(other).cloned(),
             };
-            if let Some(rendered) = value.as_ref().and_then(render_claim) {
-                if is_header_safe(&rendered) {
-                    extra_headers.push((mapping.header.clone(), rendered));
-                }
+            if let Some(rendered) = value.as_ref().and_then(render_claim)
+                && is_header_safe(&rendered)
+            {
+                extra_headers.push((mapping.header.clone(), rendered));
             }
         }
         Ok(Identity {
@@ -294,14 +305,23 @@ fn parse_header(token: &str) -> Result<Header, TokenError> {
 fn typ_matches(typ: Option<&str>, required: &str) -> bool {
     let strip = |s: &str| {
         let lower = s.to_ascii_lowercase();
-        lower.strip_prefix("application/").map(String::from).unwrap_or(lower)
+        lower
+            .strip_prefix("application/")
+            .map(String::from)
+            .unwrap_or(lower)
     };
     typ.is_some_and(|t| strip(t) == strip(required))
 }
 
-fn choose_key<'a>(keys: &'a KeySet, kid: Option<&str>, alg: &'a str) -> Result<&'a Key, TokenError> {
+fn choose_key<'a>(
+    keys: &'a KeySet,
+    kid: Option<&str>,
+    alg: &'a str,
+) -> Result<&'a Key, TokenError> {
     match kid {
-        Some(kid) => keys.by_kid(kid).ok_or_else(|| TokenError::UnknownKid(kid.to_string())),
+        Some(kid) => keys
+            .by_kid(kid)
+            .ok_or_else(|| TokenError::UnknownKid(kid.to_string())),
         None => {
             let mut candidates = keys.accepting(alg);
             match (candidates.next(), candidates.next()) {
@@ -323,9 +343,9 @@ fn verify_with_key(
         (PublicKey::Ed25519(k), "EdDSA") => k.verify_token(token, opts),
         (PublicKey::Es256(k), "ES256") => k.verify_token(token, opts),
         (PublicKey::Es384(k), "ES384") => k.verify_token(token, opts),
-        (PublicKey::Rsa { rs256, .. }, "RS256") => rs256.verify_token(token, opts),
-        (PublicKey::Rsa { rs384, .. }, "RS384") => rs384.verify_token(token, opts),
-        (PublicKey::Rsa { rs512, .. }, "RS512") => rs512.verify_token(token, opts),
+        (PublicKey::Rsa(k), "RS256") => k.rs256.verify_token(token, opts),
+        (PublicKey::Rsa(k), "RS384") => k.rs384.verify_token(token, opts),
+        (PublicKey::Rsa(k), "RS512") => k.rs512.verify_token(token, opts),
         _ => return Err(TokenError::AlgKeyMismatch),
     };
     result.map_err(map_error)

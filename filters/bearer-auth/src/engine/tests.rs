@@ -20,8 +20,14 @@ const RULES: &str = r#", "rules": [
 ]"#;
 
 const T: u64 = NOW * 1000;
-const WAIT: WaitPolicy = WaitPolicy { may_wait: true, retry_after_seconds: 2 };
-const NO_WAIT: WaitPolicy = WaitPolicy { may_wait: false, retry_after_seconds: 2 };
+const WAIT: WaitPolicy = WaitPolicy {
+    may_wait: true,
+    retry_after_seconds: 2,
+};
+const NO_WAIT: WaitPolicy = WaitPolicy {
+    may_wait: false,
+    retry_after_seconds: 2,
+};
 
 fn engine(extra: &str, s: &Signer) -> Engine {
     let mut e = Engine::new(config(&format!("{RULES}{extra}")));
@@ -31,7 +37,11 @@ fn engine(extra: &str, s: &Signer) -> Engine {
 
 fn view<'a>(path: &'a str, auth: Option<&'a str>) -> RequestView<'a> {
     RequestView {
-        info: RequestInfo { method: "GET", path, host: "localhost:8443" },
+        info: RequestInfo {
+            method: "GET",
+            path,
+            host: "localhost:8443",
+        },
         authorization: auth.map(str::as_bytes),
     }
 }
@@ -47,9 +57,18 @@ fn rfc6750_matrix() {
     let demo = format!("Bearer {}", s.token("demo"));
     let other = format!("Bearer {}", s.token("other"));
     let expired = format!("Bearer {}", s.token("demo"));
-    assert!(matches!(run(&mut e, "/api/notes", Some(&demo)), Outcome::Allow(_)));
-    assert_eq!(run(&mut e, "/api/notes", None), Outcome::Deny(Denial::NoToken));
-    assert_eq!(run(&mut e, "/api/notes", Some("Basic MTIzOnNlY3JldA==")), Outcome::Deny(Denial::NoToken));
+    assert!(matches!(
+        run(&mut e, "/api/notes", Some(&demo)),
+        Outcome::Allow(_)
+    ));
+    assert_eq!(
+        run(&mut e, "/api/notes", None),
+        Outcome::Deny(Denial::NoToken)
+    );
+    assert_eq!(
+        run(&mut e, "/api/notes", Some("Basic MTIzOnNlY3JldA==")),
+        Outcome::Deny(Denial::NoToken)
+    );
     assert_eq!(
         run(&mut e, "/api/notes", Some("Bearer")),
         Outcome::Deny(Denial::InvalidRequest(RequestError::EmptyBearer))
@@ -58,32 +77,56 @@ fn rfc6750_matrix() {
         run(&mut e, "/api/notes", Some(&other)),
         Outcome::Deny(Denial::InsufficientScope(vec!["demo".into()]))
     );
-    assert!(matches!(run(&mut e, "/me", Some(&other)), Outcome::Allow(_)));
+    assert!(matches!(
+        run(&mut e, "/me", Some(&other)),
+        Outcome::Allow(_)
+    ));
     assert_eq!(
         run(&mut e, "/me", Some("Bearer a.b.c")),
         Outcome::Deny(Denial::InvalidToken(TokenError::MalformedHeader))
     );
-    let late = e.decide(&view("/me", Some(&expired)), T + 400_000, WAIT, &Recorder::default());
-    assert_eq!(late, Outcome::Deny(Denial::InvalidToken(TokenError::Expired)));
+    let late = e.decide(
+        &view("/me", Some(&expired)),
+        T + 400_000,
+        WAIT,
+        &Recorder::default(),
+    );
+    assert_eq!(
+        late,
+        Outcome::Deny(Denial::InvalidToken(TokenError::Expired))
+    );
     // The default rule (no rule matched) needs a token.
-    assert_eq!(run(&mut e, "/elsewhere", None), Outcome::Deny(Denial::NoToken));
+    assert_eq!(
+        run(&mut e, "/elsewhere", None),
+        Outcome::Deny(Denial::NoToken)
+    );
 }
 
 #[test]
 fn anonymous_routes_pass_and_keep_authorization() {
     let s = Signer::new("k1");
     let mut e = engine("", &s);
-    let out = run(&mut e, "/oauth2/token", Some("Basic MTIzOnNlY3JldA=="));
-    assert_eq!(out, Outcome::Allow(Allow::default()));
+    let anonymous = Outcome::Allow(Allow {
+        anonymous: true,
+        ..Allow::default()
+    });
+    assert_eq!(
+        run(&mut e, "/oauth2/token", Some("Basic MTIzOnNlY3JldA==")),
+        anonymous
+    );
     // Even a garbage bearer token is not judged on an anonymous route.
-    assert_eq!(run(&mut e, "/oauth2/token", Some("Bearer !!")), Outcome::Allow(Allow::default()));
+    assert_eq!(run(&mut e, "/oauth2/token", Some("Bearer !!")), anonymous);
 }
 
 #[test]
 fn identity_headers_are_set_and_authorization_forwarded_by_default() {
     let s = Signer::new("k1");
     let mut e = engine("", &s);
-    let Outcome::Allow(allow) = run(&mut e, "/api/notes", Some(&format!("Bearer {}", s.token("demo read")))) else {
+    let Outcome::Allow(allow) = run(
+        &mut e,
+        "/api/notes",
+        Some(&format!("Bearer {}", s.token("demo read"))),
+    ) else {
         panic!("allowed expected");
     };
     assert_eq!(
@@ -101,12 +144,19 @@ fn identity_headers_are_set_and_authorization_forwarded_by_default() {
 #[test]
 fn authorization_and_query_token_stripped_when_configured() {
     let s = Signer::new("k1");
-    let mut e = engine(r#", "forward_authorization": false, "allow_query_token": true"#, &s);
+    let mut e = engine(
+        r#", "forward_authorization": false, "allow_query_token": true"#,
+        &s,
+    );
     let t = s.token("demo");
-    let Outcome::Allow(a) = run(&mut e, "/api/notes", Some(&format!("Bearer {t}"))) else { panic!() };
+    let Outcome::Allow(a) = run(&mut e, "/api/notes", Some(&format!("Bearer {t}"))) else {
+        panic!()
+    };
     assert!(a.remove_authorization);
     let path = format!("/api/notes?x=1&access_token={t}");
-    let Outcome::Allow(a) = run(&mut e, &path, None) else { panic!() };
+    let Outcome::Allow(a) = run(&mut e, &path, None) else {
+        panic!()
+    };
     assert!(!a.remove_authorization);
     assert_eq!(a.new_path.as_deref(), Some("/api/notes?x=1"));
 }
@@ -118,13 +168,22 @@ fn second_use_of_a_token_hits_the_cache() {
     let auth = format!("Bearer {}", s.token("demo"));
     let rec = Recorder::default();
     for _ in 0..3 {
-        assert!(matches!(e.decide(&view("/api/notes", Some(&auth)), T, WAIT, &rec), Outcome::Allow(_)));
+        assert!(matches!(
+            e.decide(&view("/api/notes", Some(&auth)), T, WAIT, &rec),
+            Outcome::Allow(_)
+        ));
     }
-    assert_eq!(*rec.0.borrow(), vec![Metric::CacheMiss, Metric::CacheHit, Metric::CacheHit]);
+    assert_eq!(
+        *rec.0.borrow(),
+        vec![Metric::CacheMiss, Metric::CacheHit, Metric::CacheHit]
+    );
     // A cached token still gets its scope checked per route.
     let other = format!("Bearer {}", s.token("other"));
     run(&mut e, "/me", Some(&other));
-    assert!(matches!(run(&mut e, "/api/x", Some(&other)), Outcome::Deny(Denial::InsufficientScope(_))));
+    assert!(matches!(
+        run(&mut e, "/api/x", Some(&other)),
+        Outcome::Deny(Denial::InsufficientScope(_))
+    ));
 }
 
 #[test]
@@ -133,9 +192,15 @@ fn cached_token_expires_with_the_token() {
     let mut e = engine(r#", "clock_skew_seconds": 0"#, &s);
     let auth = format!("Bearer {}", s.token("demo"));
     let rec = Recorder::default();
-    assert!(matches!(e.decide(&view("/me", Some(&auth)), T, WAIT, &rec), Outcome::Allow(_)));
+    assert!(matches!(
+        e.decide(&view("/me", Some(&auth)), T, WAIT, &rec),
+        Outcome::Allow(_)
+    ));
     let after = e.decide(&view("/me", Some(&auth)), T + 301_000, WAIT, &rec);
-    assert_eq!(after, Outcome::Deny(Denial::InvalidToken(TokenError::Expired)));
+    assert_eq!(
+        after,
+        Outcome::Deny(Denial::InvalidToken(TokenError::Expired))
+    );
 }
 
 #[test]
@@ -172,7 +237,10 @@ fn unknown_kid_asks_for_keys_when_waiting_is_possible() {
     let s = Signer::new("k1");
     let mut e = engine("", &s);
     let auth = format!("Bearer {}", Signer::new("k9").token("demo"));
-    assert_eq!(run(&mut e, "/me", Some(&auth)), Outcome::NeedKeys(Wait::UnknownKid));
+    assert_eq!(
+        run(&mut e, "/me", Some(&auth)),
+        Outcome::NeedKeys(Wait::UnknownKid)
+    );
 }
 
 #[test]
@@ -180,16 +248,27 @@ fn without_keys_requests_wait_or_get_503_never_pass() {
     let s = Signer::new("k1");
     let mut e = Engine::new(config(RULES));
     let auth = format!("Bearer {}", s.token("demo"));
-    assert_eq!(run(&mut e, "/me", Some(&auth)), Outcome::NeedKeys(Wait::NoKeys));
+    assert_eq!(
+        run(&mut e, "/me", Some(&auth)),
+        Outcome::NeedKeys(Wait::NoKeys)
+    );
     assert_eq!(
         e.decide(&view("/me", Some(&auth)), T, NO_WAIT, &Recorder::default()),
-        Outcome::Deny(Denial::KeysUnavailable { retry_after_seconds: 2 })
+        Outcome::Deny(Denial::KeysUnavailable {
+            retry_after_seconds: 2
+        })
     );
     // Garbage is refused at once, keys or not; no token is still a plain 401.
-    assert!(matches!(run(&mut e, "/me", Some("Bearer x.y.z")), Outcome::Deny(Denial::InvalidToken(_))));
+    assert!(matches!(
+        run(&mut e, "/me", Some("Bearer x.y.z")),
+        Outcome::Deny(Denial::InvalidToken(_))
+    ));
     assert_eq!(run(&mut e, "/me", None), Outcome::Deny(Denial::NoToken));
     // Anonymous routes do not need keys.
-    assert!(matches!(run(&mut e, "/oauth2/token", None), Outcome::Allow(_)));
+    assert!(matches!(
+        run(&mut e, "/oauth2/token", None),
+        Outcome::Allow(_)
+    ));
 }
 
 #[test]
@@ -202,10 +281,16 @@ fn inline_keys_need_no_fetch() {
     let mut e = Engine::new(crate::config::Config::from_json(json.as_bytes()).unwrap());
     assert!(e.has_keys());
     let auth = format!("Bearer {}", s.token("demo"));
-    assert!(matches!(run(&mut e, "/anything", Some(&auth)), Outcome::Allow(_)));
+    assert!(matches!(
+        run(&mut e, "/anything", Some(&auth)),
+        Outcome::Allow(_)
+    ));
     // An unknown kid with inline keys cannot be fetched: 401 at once.
     let other = format!("Bearer {}", Signer::new("k2").token("demo"));
-    assert!(matches!(run(&mut e, "/anything", Some(&other)), Outcome::Deny(Denial::InvalidToken(TokenError::UnknownKid(_)))));
+    assert!(matches!(
+        run(&mut e, "/anything", Some(&other)),
+        Outcome::Deny(Denial::InvalidToken(TokenError::UnknownKid(_)))
+    ));
 }
 
 #[test]
@@ -215,6 +300,12 @@ fn oversized_token_is_refused_before_hashing_or_parsing() {
     let auth = format!("Bearer {}", "a".repeat(9000));
     let rec = Recorder::default();
     let out = e.decide(&view("/me", Some(&auth)), T, WAIT, &rec);
-    assert_eq!(out, Outcome::Deny(Denial::InvalidToken(TokenError::TooLarge)));
-    assert!(rec.0.borrow().is_empty(), "no cache lookup for an oversized token");
+    assert_eq!(
+        out,
+        Outcome::Deny(Denial::InvalidToken(TokenError::TooLarge))
+    );
+    assert!(
+        rec.0.borrow().is_empty(),
+        "no cache lookup for an oversized token"
+    );
 }

@@ -33,7 +33,10 @@ fn expiry_honours_the_configured_skew_exactly() {
     assert!(v.verify(&t, &keys, NOW + 360).is_ok());
     assert_eq!(v.verify(&t, &keys, NOW + 361), Err(TokenError::Expired));
     // jwt-simple's default tolerance (15 min) must never apply.
-    assert_eq!(v.verify(&t, &keys, NOW + 300 + 900), Err(TokenError::Expired));
+    assert_eq!(
+        v.verify(&t, &keys, NOW + 300 + 900),
+        Err(TokenError::Expired)
+    );
 }
 
 #[test]
@@ -61,7 +64,10 @@ fn issued_in_the_future_beyond_skew_is_refused() {
     let (s, keys, v) = setup();
     let mut c = good_claims("demo");
     with(&mut c, "iat", json!(NOW + 61));
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::IssuedInFuture));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::IssuedInFuture)
+    );
 }
 
 #[test]
@@ -69,13 +75,22 @@ fn issuer_and_audience_must_match() {
     let (s, keys, v) = setup();
     let mut c = good_claims("demo");
     with(&mut c, "iss", json!("https://evil.example"));
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::WrongIssuer));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::WrongIssuer)
+    );
     let mut c = good_claims("demo");
     c.as_object_mut().unwrap().remove("iss");
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::WrongIssuer));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::WrongIssuer)
+    );
     let mut c = good_claims("demo");
     with(&mut c, "aud", json!(["other", "another"]));
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::WrongAudience));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::WrongAudience)
+    );
     let mut c = good_claims("demo");
     with(&mut c, "aud", json!(["other", AUDIENCE]));
     assert!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW).is_ok());
@@ -86,35 +101,69 @@ fn exp_is_required_and_must_be_a_number() {
     let (s, keys, v) = setup();
     let mut c = good_claims("demo");
     c.as_object_mut().unwrap().remove("exp");
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::NoExpiry));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::NoExpiry)
+    );
     let mut c = good_claims("demo");
     with(&mut c, "exp", json!("tomorrow"));
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::MalformedClaims));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::MalformedClaims)
+    );
     let mut c = good_claims("demo");
     with(&mut c, "aud", json!(42));
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::MalformedClaims));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::MalformedClaims)
+    );
     let mut c = good_claims("demo");
     with(&mut c, "scope", json!({"a": 1}));
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::MalformedClaims));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::MalformedClaims)
+    );
 }
 
 #[test]
 fn typ_must_be_at_jwt_when_configured() {
     let (s, keys, v) = setup();
-    assert_eq!(v.verify(&s.sign(good_claims("demo"), "JWT"), &keys, NOW), Err(TokenError::WrongType));
-    assert!(v.verify(&s.sign(good_claims("demo"), "application/AT+JWT"), &keys, NOW).is_ok());
+    assert_eq!(
+        v.verify(&s.sign(good_claims("demo"), "JWT"), &keys, NOW),
+        Err(TokenError::WrongType)
+    );
+    assert!(
+        v.verify(
+            &s.sign(good_claims("demo"), "application/AT+JWT"),
+            &keys,
+            NOW
+        )
+        .is_ok()
+    );
     // Without the requirement an ordinary JWT is fine.
-    let loose = Verifier::new(&crate::config::Config::from_json(
-        config_json("").replace(r#""required_typ": "at+jwt","#, "").as_bytes(),
-    ).unwrap());
-    assert!(loose.verify(&s.sign(good_claims("demo"), "JWT"), &keys, NOW).is_ok());
+    let loose = Verifier::new(
+        &crate::config::Config::from_json(
+            config_json("")
+                .replace(r#""required_typ": "at+jwt","#, "")
+                .as_bytes(),
+        )
+        .unwrap(),
+    );
+    assert!(
+        loose
+            .verify(&s.sign(good_claims("demo"), "JWT"), &keys, NOW)
+            .is_ok()
+    );
 }
 
 #[test]
 fn a_signature_from_another_key_is_refused() {
     let (_, keys, v) = setup();
     let impostor = Signer::new("k1");
-    assert_eq!(v.verify(&impostor.token("demo"), &keys, NOW), Err(TokenError::BadSignature));
+    assert_eq!(
+        v.verify(&impostor.token("demo"), &keys, NOW),
+        Err(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -124,7 +173,12 @@ fn tampered_payload_is_refused() {
     let parts: Vec<&str> = t.split('.').collect();
     let mut c = good_claims("demo admin");
     with(&mut c, "sub", json!("alice"));
-    let forged = format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(c.to_string().as_bytes()),
+        parts[2]
+    );
     assert_eq!(v.verify(&forged, &keys, NOW), Err(TokenError::BadSignature));
 }
 
@@ -132,7 +186,10 @@ fn tampered_payload_is_refused() {
 fn unknown_kid_is_reported_with_the_kid() {
     let (_, keys, v) = setup();
     let other = Signer::new("k2");
-    assert_eq!(v.verify(&other.token("demo"), &keys, NOW), Err(TokenError::UnknownKid("k2".into())));
+    assert_eq!(
+        v.verify(&other.token("demo"), &keys, NOW),
+        Err(TokenError::UnknownKid("k2".into()))
+    );
 }
 
 #[test]
@@ -141,7 +198,11 @@ fn alg_none_is_always_refused() {
     for alg in ["none", "None", "NONE"] {
         let t = unsigned(&json!({"alg": alg, "typ": "at+jwt"}), &good_claims("demo"));
         assert_eq!(v.verify(&t, &keys, NOW), Err(TokenError::AlgNone));
-        let t = format!("{}.{}.", b64(json!({"alg": alg}).to_string().as_bytes()), b64(b"{}"));
+        let t = format!(
+            "{}.{}.",
+            b64(json!({"alg": alg}).to_string().as_bytes()),
+            b64(b"{}")
+        );
         assert_eq!(v.verify(&t, &keys, NOW), Err(TokenError::AlgNone));
     }
 }
@@ -186,11 +247,16 @@ fn hs256_with_a_configured_secret_is_accepted() {
         ..Default::default()
     };
     let good = HS256Key::from_bytes(&secret).with_key_id("h1");
-    let t = good.authenticate_with_options(claims.clone(), &opts).unwrap();
+    let t = good
+        .authenticate_with_options(claims.clone(), &opts)
+        .unwrap();
     assert!(v.verify(&t, &KeySet::default(), NOW).is_ok());
     let wrong = HS256Key::from_bytes(&[8u8; 32]).with_key_id("h1");
     let t = wrong.authenticate_with_options(claims, &opts).unwrap();
-    assert_eq!(v.verify(&t, &KeySet::default(), NOW), Err(TokenError::BadSignature));
+    assert_eq!(
+        v.verify(&t, &KeySet::default(), NOW),
+        Err(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -199,10 +265,23 @@ fn alg_must_fit_the_key() {
     let t = s.token("demo");
     let parts: Vec<&str> = t.split('.').collect();
     let header = json!({"alg": "RS256", "kid": "k1", "typ": "at+jwt"});
-    let swapped = format!("{}.{}.{}", b64(header.to_string().as_bytes()), parts[1], parts[2]);
-    assert_eq!(v.verify(&swapped, &keys, NOW), Err(TokenError::AlgKeyMismatch));
+    let swapped = format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        parts[1],
+        parts[2]
+    );
+    assert_eq!(
+        v.verify(&swapped, &keys, NOW),
+        Err(TokenError::AlgKeyMismatch)
+    );
     let header = json!({"alg": "PS999", "kid": "k1"});
-    let odd = format!("{}.{}.{}", b64(header.to_string().as_bytes()), parts[1], parts[2]);
+    let odd = format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        parts[1],
+        parts[2]
+    );
     assert_eq!(v.verify(&odd, &keys, NOW), Err(TokenError::UnsupportedAlg));
 }
 
@@ -211,11 +290,17 @@ fn missing_kid_uses_the_only_fitting_key() {
     let s = Signer::new("k1");
     let keys = parse_jwks(&jwks(&[&s])).unwrap().set;
     let v = Verifier::new(&config(""));
-    let no_kid = Signer { kid: "k1".into(), key: jwt_simple::prelude::Ed25519KeyPair::from_bytes(&s.key.to_bytes()).unwrap() };
+    let no_kid = Signer {
+        kid: "k1".into(),
+        key: jwt_simple::prelude::Ed25519KeyPair::from_bytes(&s.key.to_bytes()).unwrap(),
+    };
     assert!(v.verify(&no_kid.token("demo"), &keys, NOW).is_ok());
     let s2 = Signer::new("k2");
     let two = parse_jwks(&jwks(&[&s, &s2])).unwrap().set;
-    assert_eq!(v.verify(&no_kid.token("demo"), &two, NOW), Err(TokenError::NoKeyForToken));
+    assert_eq!(
+        v.verify(&no_kid.token("demo"), &two, NOW),
+        Err(TokenError::NoKeyForToken)
+    );
 }
 
 #[test]
@@ -223,13 +308,19 @@ fn size_is_checked_before_parsing() {
     let (_, keys, v) = setup();
     let huge = "a".repeat(8193);
     assert_eq!(v.verify(&huge, &keys, NOW), Err(TokenError::TooLarge));
-    assert_eq!(v.verify(&"a".repeat(100), &keys, NOW), Err(TokenError::Malformed));
+    assert_eq!(
+        v.verify(&"a".repeat(100), &keys, NOW),
+        Err(TokenError::Malformed)
+    );
 }
 
 #[test]
 fn critical_headers_are_refused() {
     let (_, keys, v) = setup();
-    let t = unsigned(&json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt", "crit": ["exp"]}), &good_claims("demo"));
+    let t = unsigned(
+        &json!({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt", "crit": ["exp"]}),
+        &good_claims("demo"),
+    );
     assert_eq!(v.verify(&t, &keys, NOW), Err(TokenError::UnsupportedCrit));
 }
 
@@ -262,7 +353,10 @@ fn control_characters_in_identity_claims_are_refused() {
     let (s, keys, v) = setup();
     let mut c = good_claims("demo");
     with(&mut c, "sub", json!("bob\r\nx-auth-scope: admin"));
-    assert_eq!(v.verify(&s.sign(c, "at+jwt"), &keys, NOW), Err(TokenError::MalformedClaims));
+    assert_eq!(
+        v.verify(&s.sign(c, "at+jwt"), &keys, NOW),
+        Err(TokenError::MalformedClaims)
+    );
 }
 
 #[test]
