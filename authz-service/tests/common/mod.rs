@@ -1,6 +1,6 @@
 //! Starts the real `authz-service` binary on a free loopback port with a temporary data
 //! directory, and runs its admin commands.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
