@@ -100,7 +100,9 @@ impl SigningKey {
 
     pub fn to_pem(&self) -> Result<String, String> {
         match self {
-            SigningKey::Ed(k) => Ok(k.to_pem()),
+            // jwt-simple appends the public key as a second PEM block, which many tools
+            // (Python's cryptography among them) refuse in a private key file.
+            SigningKey::Ed(k) => Ok(pem_wrap("PRIVATE KEY", &k.to_der())),
             SigningKey::Es(k) => k.to_pem().map_err(|e| e.to_string()),
             SigningKey::Rs(k) => k.to_pem().map_err(|e| e.to_string()),
         }
@@ -160,6 +162,18 @@ impl SigningKey {
         };
         r.map_err(|e| e.to_string())
     }
+}
+
+/// PEM armour (RFC 7468) around DER bytes.
+fn pem_wrap(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// A fresh key record for storage, published from `now`, signing from `activates_at`.
@@ -255,6 +269,16 @@ mod tests {
     fn no_key_signs_before_the_first_activation() {
         let keys = vec![rec("k1", 10, None)];
         assert!(current_signing_key(&keys, 9).is_none());
+    }
+
+    #[test]
+    fn ed25519_pem_is_one_private_key_block() {
+        let key = SigningKey::generate(SigningAlg::EdDSA).unwrap();
+        let pem = key.to_pem().unwrap();
+        assert_eq!(pem.matches("-----BEGIN").count(), 1, "{pem}");
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        let back = Ed25519KeyPair::from_pem(&pem).unwrap();
+        assert_eq!(back.jwk_thumbprint(), key.thumbprint());
     }
 
     #[test]

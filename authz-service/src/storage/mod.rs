@@ -1,8 +1,10 @@
 //! Durable state behind one trait, so a PostgreSQL backend can be added without touching the
 //! grant logic. Every method is one atomic unit: when it returns `Ok`, the change is committed.
 
+pub mod flows;
 mod sqlite;
 
+pub use flows::FlowStore;
 pub use sqlite::SqliteStorage;
 
 use serde::{Deserialize, Serialize};
@@ -77,7 +79,8 @@ pub struct IssuedToken {
     pub expires_at: i64,
 }
 
-pub trait Storage: Send + Sync {
+/// `FlowStore` holds the browser flows' records (codes, refresh tokens, grants, consent).
+pub trait Storage: FlowStore + Send + Sync {
     fn client(&self, id: &str) -> Result<Option<Client>>;
     /// Fails with `Conflict` if the id is taken.
     fn insert_client(&self, client: &Client) -> Result<()>;

@@ -7,6 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Client, IssuedToken, KeyRecord, Result, Storage, StorageError, User};
 
+mod flows;
+
 /// Ordered schema migrations; entry `n` takes the schema from version `n` to `n + 1`.
 /// Never edit a released entry: append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -58,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         value BLOB NOT NULL
     );",
+    // 2: browser flows (grants, codes, refresh tokens, revocations, consent).
+    flows::MIGRATION,
 ];
 
 pub struct SqliteStorage {
