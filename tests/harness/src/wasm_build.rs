@@ -43,7 +43,7 @@ pub fn filter_wasm(package: &str) -> Result<PathBuf> {
     let output = Command::new(cargo)
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", &target_dir)
-        .args(["build", "--quiet", "--locked", "-p", package])
+        .args(["build", "--quiet", "-p", package])
         .args(["--target", "wasm32-wasip1", "--profile", "wasm"])
         .output()
         .map_err(|e| Error::Build {
