@@ -16,6 +16,7 @@ pub mod grants;
 pub mod http;
 pub mod issuer;
 pub mod jwk;
+pub mod jwt_client;
 pub mod keys;
 pub mod metadata;
 pub mod scope;

@@ -58,6 +58,37 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Get a token with a JWT the client signs (the seed's JWT scripts): `private-key-jwt`
+    /// authenticates the client with it; `jwt-bearer` uses it as the grant for a subject.
+    Token {
+        #[arg(value_enum)]
+        mode: TokenMode,
+        /// Token endpoint to call [default: <issuer>/oauth2/token].
+        #[arg(long)]
+        token_url: Option<String>,
+        /// `aud` of the assertion [default: <issuer>/oauth2/token].
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long, default_value = "jwt-demo")]
+        client_id: String,
+        /// Private key (PEM) registered for the client [default: <data-dir>/demo-jwt-client.pem].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Subject of a jwt-bearer assertion.
+        #[arg(long, default_value = "bob")]
+        subject: String,
+        #[arg(long)]
+        scope: Option<String>,
+        /// CA certificate to trust for an https token URL (e.g. certs/ca.crt).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TokenMode {
+    PrivateKeyJwt,
+    JwtBearer,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +194,46 @@ fn main() -> anyhow::Result<()> {
     let mut cfg = config(&args)?;
     match args.command {
         None | Some(Command::Serve) => serve(cfg),
+        Some(Command::Token {
+            mode,
+            token_url,
+            audience,
+            client_id,
+            key,
+            subject,
+            scope,
+            ca_cert,
+        }) => {
+            let endpoint = cfg.token_endpoint();
+            let key =
+                key.unwrap_or_else(|| cfg.data_dir.join(authz_service::demo::JWT_CLIENT_KEY_FILE));
+            let key_pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let req = authz_service::jwt_client::Request {
+                mode: match mode {
+                    TokenMode::PrivateKeyJwt => authz_service::jwt_client::Mode::PrivateKeyJwt,
+                    TokenMode::JwtBearer => authz_service::jwt_client::Mode::JwtBearer,
+                },
+                token_url: token_url.as_deref().unwrap_or(&endpoint),
+                audience: audience.as_deref().unwrap_or(&endpoint),
+                client_id: &client_id,
+                subject: &subject,
+                key_pem: &key_pem,
+                scope: scope.as_deref(),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (status, body) = rt.block_on(authz_service::jwt_client::request_token(
+                &req,
+                ca_cert.as_deref(),
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            if status != 200 {
+                anyhow::bail!("the token endpoint answered {status}");
+            }
+            Ok(())
+        }
         Some(cmd) => {
             // Admin commands never seed demo data: they only touch what they are asked to.
             cfg.demo = false;
@@ -215,7 +286,7 @@ async fn shutdown_signal() {
 
 fn run_admin(authz: &Authz, cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Serve => unreachable_serve(),
+        Command::Serve | Command::Token { .. } => unreachable_serve(),
         Command::Client(c) => client_cmd(authz, c),
         Command::User(u) => user_cmd(authz, u),
         Command::Keys(k) => keys_cmd(authz, k),
@@ -223,7 +294,7 @@ fn run_admin(authz: &Authz, cmd: Command) -> anyhow::Result<()> {
 }
 
 fn unreachable_serve() -> anyhow::Result<()> {
-    anyhow::bail!("`serve` is handled before opening the admin context")
+    anyhow::bail!("`serve` and `token` are handled before opening the admin context")
 }
 
 fn client_cmd(authz: &Authz, cmd: ClientCommand) -> anyhow::Result<()> {

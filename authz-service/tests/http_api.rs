@@ -409,3 +409,33 @@ async fn failed_client_authentication_is_throttled() {
     let (status, _, _) = token_request(&server, Some(("jwt-demo", "x")), &[cc]).await;
     assert_eq!(status, 429);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_jwt_scripts_as_cli_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url("/oauth2/token");
+    for (mode, sub) in [("private-key-jwt", "jwt-demo"), ("jwt-bearer", "bob")] {
+        let out = admin(dir.path(), &["token", mode, "--token-url", &url], &[]);
+        let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let c = claims(body["access_token"].as_str().unwrap());
+        assert_eq!(c["sub"], sub, "{mode}");
+        assert_eq!(c["client_id"], "jwt-demo", "{mode}");
+    }
+    // A subject the server doesn't know: the command reports the server's error and fails.
+    let out = std::process::Command::new(binary())
+        .args(["--issuer", ISSUER, "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "token",
+            "jwt-bearer",
+            "--subject",
+            "mallory",
+            "--token-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invalid_grant"));
+}
