@@ -1,0 +1,236 @@
+//! The compiled filter (`route_rewrite.wasm`, profile `wasm`) in the proxy-wasm harness host:
+//! configuration at start-up, headers the filter sets and removes, local answers, logs, metrics.
+
+// Helpers of these tests fail loudly, like the tests themselves (clippy only exempts #[test] fns).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::OnceLock;
+
+use serde_json::json;
+use wasmgate_harness::{Action, Error, FilterModule, Host, LogLevel, filter_wasm};
+
+/// Compiling the module once for all tests keeps them fast on two cores.
+fn module() -> &'static FilterModule {
+    static MODULE: OnceLock<FilterModule> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let path = filter_wasm("route-rewrite").unwrap();
+        FilterModule::from_file(path).unwrap()
+    })
+}
+
+fn stack_config() -> String {
+    json!({
+        "rules": [
+            "RewriteCond %{HTTP:x-tenant} =beta",
+            "^/api/(.*)$ http://localhost:3003/api/$1 [P]",
+            {"name": "api", "rule": "^/api/(.*)$ http://localhost:3002/api/$1 [P,QSA]"},
+            "^/old/(.*)$ /new/$1 [R=301]",
+            "^/admin - [F]",
+            "^/legacy/ - [G]",
+            "^/v1/(.*)$ /api/$1 [N]",
+            "^/spin/(.*)$ /spin/$1 [N]"
+        ],
+        "upstreams": {"localhost:3002": "notes_api", "localhost:3003": "notes_beta"},
+        "max_rule_applications": 5
+    })
+    .to_string()
+}
+
+fn headers<'a>(path: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost:8443"),
+        (":path", path),
+    ];
+    all.extend_from_slice(extra);
+    all
+}
+
+#[test]
+fn proxy_rule_sets_path_authority_upstream_and_original_path() {
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    let action = stream
+        .request_headers(&headers("/api/notes?limit=2", &[]), true)
+        .unwrap();
+    assert_eq!(action, Action::Continue);
+    let request = stream.request();
+    assert_eq!(request.header(":path"), Some("/api/notes?limit=2"));
+    assert_eq!(request.header(":authority"), Some("localhost:3002"));
+    assert_eq!(request.header("x-wasmgate-upstream"), Some("notes_api"));
+    assert_eq!(
+        request.header("x-wasmgate-original-path"),
+        Some("/api/notes?limit=2")
+    );
+    assert_eq!(host.counter("route_rewrite.rule.api.hits"), Some(1));
+    assert_eq!(host.counter("route_rewrite.rule.1.hits"), Some(0));
+}
+
+#[test]
+fn header_condition_switches_the_upstream() {
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    stream
+        .request_headers(&headers("/api/notes", &[("x-tenant", "beta")]), true)
+        .unwrap();
+    assert_eq!(
+        stream.request().header("x-wasmgate-upstream"),
+        Some("notes_beta")
+    );
+    assert_eq!(
+        stream.request().header(":authority"),
+        Some("localhost:3003")
+    );
+    assert_eq!(host.counter("route_rewrite.rule.1.hits"), Some(1));
+}
+
+#[test]
+fn client_cannot_pick_the_upstream_or_fake_the_original_path() {
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    let spoofed = [
+        ("x-wasmgate-upstream", "authz"),
+        ("x-wasmgate-original-path", "/lies"),
+    ];
+    let action = stream
+        .request_headers(&headers("/", &spoofed), true)
+        .unwrap();
+    assert_eq!(action, Action::Continue);
+    let request = stream.request();
+    assert_eq!(request.header("x-wasmgate-upstream"), None);
+    assert_eq!(request.header("x-wasmgate-original-path"), None);
+    assert_eq!(request.header(":path"), Some("/"));
+    assert_eq!(request.header(":authority"), Some("localhost:8443"));
+}
+
+#[test]
+fn local_rewrite_with_next_changes_the_path_only() {
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    stream
+        .request_headers(&headers("/v1/notes", &[]), true)
+        .unwrap();
+    // /v1/notes -> /api/notes, then [N] restarts and the api rule proxies it.
+    assert_eq!(stream.request().header(":path"), Some("/api/notes"));
+    assert_eq!(
+        stream.request().header("x-wasmgate-upstream"),
+        Some("notes_api")
+    );
+    assert_eq!(
+        stream.request().header("x-wasmgate-original-path"),
+        Some("/v1/notes")
+    );
+}
+
+#[test]
+fn redirect_forbidden_and_gone_are_answered_by_the_filter() {
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+
+    let mut stream = vm.http_stream().unwrap();
+    let action = stream
+        .request_headers(&headers("/old/page?a=1", &[]), true)
+        .unwrap();
+    assert_eq!(action, Action::Pause);
+    let answer = stream.local_response().unwrap();
+    assert_eq!(answer.status, 301);
+    assert_eq!(answer.header("location"), Some("/new/page?a=1"));
+    drop(stream);
+
+    let mut stream = vm.http_stream().unwrap();
+    stream
+        .request_headers(&headers("/admin", &[]), true)
+        .unwrap();
+    let answer = stream.local_response().unwrap();
+    assert_eq!(answer.status, 403);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = serde_json::from_str(&answer.body_text()).unwrap();
+    assert_eq!(body["status"], 403);
+    drop(stream);
+
+    let mut stream = vm.http_stream().unwrap();
+    stream
+        .request_headers(&headers("/legacy/x", &[]), true)
+        .unwrap();
+    assert_eq!(stream.local_response().unwrap().status, 410);
+}
+
+#[test]
+fn loop_answers_500_and_logs_the_rule() {
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    let action = stream
+        .request_headers(&headers("/spin/x", &[]), true)
+        .unwrap();
+    assert_eq!(action, Action::Pause);
+    assert_eq!(stream.local_response().unwrap().status, 500);
+    let errors = host.logs_at(LogLevel::Error);
+    assert!(
+        errors.iter().any(|l| l
+            .starts_with("route-rewrite: rule rules[7] `^/spin/(.*)$ /spin/$1 [N]`")
+            && l.contains("more than 5 times")),
+        "{errors:?}"
+    );
+    assert_eq!(host.counter("route_rewrite.rule.7.hits"), Some(5));
+}
+
+#[test]
+fn bad_configuration_is_refused_with_field_rule_and_reason() {
+    let host = Host::new(module());
+    let config = json!({"rules": ["^/x/(.*)$ http://elsewhere:81/$1 [P]"]}).to_string();
+    match host.plugin(&config) {
+        Err(Error::ConfigRefused(lines)) => {
+            assert!(
+                lines.iter().any(|(level, line)| *level == LogLevel::Error
+                    && line.starts_with("route-rewrite: invalid configuration: field `rules[0]`: rule `^/x/(.*)$ http://elsewhere:81/$1 [P]`: ")
+                    && line.contains("`elsewhere:81` is not mapped")),
+                "{lines:?}"
+            );
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("configuration was accepted"),
+    }
+}
+
+#[test]
+fn the_stack_configuration_file_is_accepted() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../envoy/filters/route-rewrite.json"
+    ))
+    .unwrap()
+    .replace("${PUBLIC_URL}", "https://localhost:8443");
+    let host = Host::new(module());
+    let mut vm = host.plugin(&text).unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    stream
+        .request_headers(&headers("/api/notes", &[]), true)
+        .unwrap();
+    assert_eq!(
+        stream.request().header("x-wasmgate-upstream"),
+        Some("notes_api")
+    );
+}
+
+#[test]
+fn without_configuration_every_request_passes_unchanged() {
+    let host = Host::new(module());
+    let mut vm = host.plugin("").unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    let action = stream
+        .request_headers(&headers("/api/notes", &[]), true)
+        .unwrap();
+    assert_eq!(action, Action::Continue);
+    assert_eq!(stream.request().header(":path"), Some("/api/notes"));
+    assert_eq!(stream.request().header("x-wasmgate-upstream"), None);
+    assert!(host.logs_at(LogLevel::Warn).is_empty());
+}
