@@ -354,11 +354,15 @@ impl FlowStore for SqliteStorage {
             "DELETE FROM auth_codes WHERE expires_at < ?1",
             "DELETE FROM refresh_tokens WHERE expires_at < ?1",
             "DELETE FROM revoked_access_tokens WHERE expires_at < ?1",
-            // A link is useless once its token expired (issued_tokens is purged the same way).
-            "DELETE FROM grant_access_tokens WHERE jti NOT IN (SELECT jti FROM issued_tokens)",
         ] {
             conn.execute(sql, [now]).map_err(db)?;
         }
+        // A link is useless once its token expired (issued_tokens is purged the same way).
+        conn.execute(
+            "DELETE FROM grant_access_tokens WHERE jti NOT IN (SELECT jti FROM issued_tokens)",
+            [],
+        )
+        .map_err(db)?;
         Ok(())
     }
 }
