@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use xtask::build::{WASM_TARGET, build, ensure_wasm_target};
 use xtask::paths::{FILTERS, bin_dir, certs_dir, root, wasm_dir};
 use xtask::stack::{Stack, StackOptions};
-use xtask::tools::{cargo, ensure_debian_command, run};
+use xtask::tools::{cargo, ensure_debian_commands, run};
 use xtask::{certs, compose, envoy};
 
 #[derive(Parser)]
@@ -116,10 +116,17 @@ async fn watch_for_crash(stack: &mut Stack) -> String {
 /// The test command CI runs. It installs what it needs (the wasm target, Envoy, docker-compose
 /// for the compose check) so a fresh machine needs nothing but Rust and Python.
 fn test(cargo_test_args: &[String]) -> Result<()> {
-    step("install: wasm target, Envoy, docker-compose, certs");
+    step("install: wasm target, Envoy, Debian test tools, certs");
     ensure_wasm_target()?;
     envoy::ensure_envoy()?;
-    ensure_debian_command("docker-compose", "docker-compose")?;
+    // docker-compose checks the compose file statically; Chromium, its WebDriver and NSS's
+    // certutil (to trust the dev CA) run the real-browser tests.
+    ensure_debian_commands(&[
+        ("docker-compose", "docker-compose"),
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
+        ("certutil", "libnss3-tools"),
+    ])?;
     make_certs(None)?;
 
     step("cargo fmt --check");

@@ -31,25 +31,41 @@ pub fn cargo() -> Command {
     command
 }
 
-/// Makes sure a Debian package's command exists, installing the package with apt if not.
-/// Used for test-only tools (docker-compose, chromium) so a fresh CI machine needs no setup.
-pub fn ensure_debian_command(command: &str, package: &str) -> Result<()> {
-    if output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_some() {
+/// Makes sure each `(command, Debian package)` is available, installing the missing packages
+/// with one apt-get call. Used for test-only tools (docker-compose, chromium) so a fresh CI
+/// machine needs no manual setup; quick when all are present.
+pub fn ensure_debian_commands(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(command, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none()
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing Debian package {package} (for `{command}`)");
-    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    eprintln!("xtask: installing Debian packages {}", missing.join(" "));
     let apt = |args: &[&str]| {
-        let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
-        if !sudo.is_empty() {
-            c.arg("apt-get");
-        }
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut c)
+        let mut command = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
     };
-    if apt(&["install", "-y", "-q", package]).is_err() {
+    let install = |apt: &dyn Fn(&[&str]) -> Result<()>| {
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&missing);
+        apt(&args)
+    };
+    // The package lists of a fresh machine may be missing or stale: update once and retry.
+    if install(&apt).is_err() {
         apt(&["update", "-q"])?;
-        apt(&["install", "-y", "-q", package])?;
+        install(&apt)?;
     }
     Ok(())
 }
