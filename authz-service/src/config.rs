@@ -20,6 +20,8 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub keys: KeyConfig,
     pub security: SecurityConfig,
+    /// Authorization code flow, login sessions and refresh tokens (`flows`).
+    pub browser: crate::flows::BrowserConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +70,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             keys: KeyConfig::default(),
             security: SecurityConfig::default(),
+            browser: crate::flows::BrowserConfig::default(),
         }
     }
 }
@@ -137,6 +140,7 @@ impl Config {
         if self.security.assertion_max_lifetime_secs <= 0 || self.security.clock_skew_secs < 0 {
             return Err("security.assertion_max_lifetime_secs must be positive and clock_skew_secs not negative".into());
         }
+        self.browser.validate()?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ pub fn router(authz: Arc<Authz>) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/oauth2/token", post(token))
+        .merge(crate::flows::web::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(authz)
 }
@@ -71,7 +72,7 @@ pub fn error_response(e: &OAuthError) -> Response {
     no_store(r)
 }
 
-fn caller_ip(authz: &Authz, headers: &HeaderMap, peer: SocketAddr) -> std::net::IpAddr {
+pub(crate) fn caller_ip(authz: &Authz, headers: &HeaderMap, peer: SocketAddr) -> std::net::IpAddr {
     if authz.config.security.trust_forwarded_for {
         // The proxy in front (Envoy) appends the address it saw; earlier entries are the
         // client's own claims and can't be trusted.
@@ -191,6 +192,9 @@ pub async fn serve(
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = a.storage.purge_expired(a.clock.now()) {
                     tracing::warn!("purging expired records failed: {e}");
+                }
+                if let Err(e) = a.storage.purge_expired_flows(a.clock.now()) {
+                    tracing::warn!("purging expired browser-flow records failed: {e}");
                 }
             })
             .await;

@@ -25,6 +25,9 @@ pub struct TokenResponse {
     pub token_type: String,
     pub expires_in: i64,
     pub scope: String,
+    /// Only from the authorization code and refresh token grants (`flows::tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// RFC 9068 claims beyond the registered ones.
@@ -35,6 +38,11 @@ struct AccessTokenClaims {
 }
 
 pub fn issue(authz: &Authz, grant: &Grant) -> Result<TokenResponse, OAuthError> {
+    issue_recorded(authz, grant).map(|(resp, _)| resp)
+}
+
+/// `issue`, also returning the token's `jti` (the browser flows link it to its grant).
+pub fn issue_recorded(authz: &Authz, grant: &Grant) -> Result<(TokenResponse, String), OAuthError> {
     let now = authz.clock.now();
     let keys = authz.storage.keys()?;
     let record = crate::keys::current_signing_key(&keys, now)
@@ -64,7 +72,7 @@ pub fn issue(authz: &Authz, grant: &Grant) -> Result<TokenResponse, OAuthError> 
         .sign(claims, "at+jwt")
         .map_err(|e| OAuthError::server_error(format!("signing failed: {e}")))?;
     authz.storage.record_token(&IssuedToken {
-        jti,
+        jti: jti.clone(),
         kid: record.kid.clone(),
         client_id: grant.client_id.clone(),
         subject: grant.subject.clone(),
@@ -72,12 +80,14 @@ pub fn issue(authz: &Authz, grant: &Grant) -> Result<TokenResponse, OAuthError> 
         issued_at: now,
         expires_at,
     })?;
-    Ok(TokenResponse {
+    let resp = TokenResponse {
         access_token: token,
         token_type: "Bearer".into(),
         expires_in: grant.lifetime_secs,
         scope,
-    })
+        refresh_token: None,
+    };
+    Ok((resp, jti))
 }
 
 /// Parse a stored key (used by `Authz::signing_key`, which caches the result).

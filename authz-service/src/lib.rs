@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod flows;
 pub mod form;
 pub mod grants;
 pub mod http;

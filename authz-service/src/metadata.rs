@@ -9,12 +9,24 @@ pub fn document(config: &Config) -> Value {
     json!({
         "issuer": config.issuer,
         "token_endpoint": config.token_endpoint(),
+        "authorization_endpoint": format!("{base}/oauth2/authorize"),
+        "introspection_endpoint": format!("{base}/oauth2/introspect"),
+        "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        "code_challenge_methods_supported": ["S256"],
+        "response_modes_supported": ["query"],
+        // RFC 9207: authorization responses carry `iss`.
+        "authorization_response_iss_parameter_supported": true,
+        "introspection_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "grant_types_supported": crate::grants::SUPPORTED,
-        // No authorization endpoint yet, so no response types (RFC 8414 §2 requires the member).
-        "response_types_supported": [],
+        // Only the code flow: the implicit grant is not offered (RFC 9700 §2.1.2).
+        "response_types_supported": ["code"],
+        // `none`: public clients at the code and refresh grants (PKCE protects them).
         "token_endpoint_auth_methods_supported":
-            ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
     })
 }

@@ -21,6 +21,8 @@ pub struct Authz {
     pub clock: Arc<dyn Clock>,
     pub hasher: SecretHasher,
     pub throttle: Throttle,
+    /// Browser flows: signing key of sessions/CSRF, login throttles.
+    pub flows: crate::flows::FlowState,
     /// Parsed private keys by kid (a kid's key never changes).
     key_cache: Mutex<HashMap<String, Arc<SigningKey>>>,
 }
@@ -56,7 +58,9 @@ impl Authz {
             config.security.auth_failure_limit,
             config.security.auth_failure_window_secs,
         );
+        let flows = crate::flows::FlowState::new(&config.browser, storage.as_ref())?;
         Ok(Authz {
+            flows,
             config,
             storage,
             clock,

@@ -61,6 +61,17 @@ fn run(authz: &Authz, req: &TokenRequest, out: &mut Outcome) -> Result<TokenResp
     out.client_id = creds.claimed_client_id();
     let client = authenticate_throttled(authz, &creds, req.caller_ip, out.client_id.as_deref())?;
 
+    // The browser-flow grants issue refresh tokens too, so they return the whole response.
+    let claimed = out.client_id.as_deref();
+    match grant_type {
+        GrantType::AuthorizationCode => {
+            return crate::flows::code_grant::exchange(authz, client.as_ref(), claimed, &form);
+        }
+        GrantType::RefreshToken => {
+            return crate::flows::refresh_grant::refresh(authz, client.as_ref(), claimed, &form);
+        }
+        _ => {}
+    }
     let grant = grants::run(authz, grant_type, client.as_ref(), &form)?;
     out.client_id = Some(grant.client_id.clone());
     issuer::issue(authz, &grant)
@@ -68,7 +79,7 @@ fn run(authz: &Authz, req: &TokenRequest, out: &mut Outcome) -> Result<TokenResp
 
 /// Authenticate, refusing callers (by client id and by address) that failed too often lately,
 /// and counting each new failure against both.
-fn authenticate_throttled(
+pub(crate) fn authenticate_throttled(
     authz: &Authz,
     creds: &Credentials,
     ip: Option<IpAddr>,

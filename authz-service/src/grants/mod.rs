@@ -14,14 +14,26 @@ use crate::storage::Client;
 
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const AUTHORIZATION_CODE: &str = "authorization_code";
+pub const REFRESH_TOKEN: &str = "refresh_token";
 
-/// The grant types this server implements, in metadata order.
-pub const SUPPORTED: &[&str] = &[CLIENT_CREDENTIALS, JWT_BEARER];
+/// The grant types this server implements, in metadata order. `password` is deliberately
+/// absent (RFC 9700 §2.4).
+pub const SUPPORTED: &[&str] = &[
+    AUTHORIZATION_CODE,
+    REFRESH_TOKEN,
+    CLIENT_CREDENTIALS,
+    JWT_BEARER,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantType {
     ClientCredentials,
     JwtBearer,
+    /// Handled by `flows::code_grant`.
+    AuthorizationCode,
+    /// Handled by `flows::refresh_grant`.
+    RefreshToken,
 }
 
 impl GrantType {
@@ -29,6 +41,8 @@ impl GrantType {
         match s {
             CLIENT_CREDENTIALS => Ok(GrantType::ClientCredentials),
             JWT_BEARER => Ok(GrantType::JwtBearer),
+            AUTHORIZATION_CODE => Ok(GrantType::AuthorizationCode),
+            REFRESH_TOKEN => Ok(GrantType::RefreshToken),
             other => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 format!("grant type `{other}` is not supported"),
@@ -40,6 +54,8 @@ impl GrantType {
         match self {
             GrantType::ClientCredentials => CLIENT_CREDENTIALS,
             GrantType::JwtBearer => JWT_BEARER,
+            GrantType::AuthorizationCode => AUTHORIZATION_CODE,
+            GrantType::RefreshToken => REFRESH_TOKEN,
         }
     }
 }
@@ -53,6 +69,10 @@ pub fn run(
     match grant_type {
         GrantType::ClientCredentials => client_credentials::run(authz, client, form),
         GrantType::JwtBearer => jwt_bearer::run(authz, client, form),
+        // The token endpoint sends these to `flows` before reaching here.
+        GrantType::AuthorizationCode | GrantType::RefreshToken => Err(OAuthError::server_error(
+            "this grant is handled by the browser flows",
+        )),
     }
 }
 
