@@ -38,6 +38,9 @@ pub fn add_client(authz: &Authz, new: NewClient) -> anyhow::Result<Option<String
     for s in &new.scopes {
         crate::scope::parse(s).map_err(|e| anyhow::anyhow!("{}", e.description))?;
     }
+    for uri in &new.redirect_uris {
+        check_redirect_uri(uri)?;
+    }
     if let Some(jwks) = &new.jwks {
         crate::jwk::validate_jwks(jwks).map_err(anyhow::Error::msg)?;
     }
@@ -63,6 +66,28 @@ pub fn add_client(authz: &Authz, new: NewClient) -> anyhow::Result<Option<String
         created_at: authz.clock.now(),
     })?;
     Ok(secret)
+}
+
+/// Redirect URIs are compared exactly later, so they must be absolute and fragment-free now
+/// (RFC 6749 §3.1.2); plain http only for loopback hosts (RFC 8252 §7.3).
+fn check_redirect_uri(uri: &str) -> anyhow::Result<()> {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))
+        .ok_or_else(|| anyhow::anyhow!("redirect URI `{uri}` must be an absolute http(s) URL"))?;
+    if uri.contains('#') {
+        anyhow::bail!("redirect URI `{uri}` must not have a fragment");
+    }
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    if host.is_empty() {
+        anyhow::bail!("redirect URI `{uri}` has no host");
+    }
+    let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let loopback = matches!(hostname, "localhost" | "127.0.0.1" | "[::1]");
+    if uri.starts_with("http://") && !loopback {
+        anyhow::bail!("redirect URI `{uri}` must use https (http only for loopback)");
+    }
+    Ok(())
 }
 
 pub fn add_user(authz: &Authz, username: &str, password: &str) -> anyhow::Result<()> {
@@ -142,4 +167,29 @@ pub fn rotate_key(
         activates_at: r.activates_at,
         last_token_exp: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_redirect_uri;
+
+    #[test]
+    fn redirect_uris_must_be_absolute_https_without_fragment() {
+        for ok in [
+            "https://app.example/cb",
+            "https://localhost:8443/callback",
+            "http://127.0.0.1:8080/cb?x=1",
+        ] {
+            assert!(check_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/callback",
+            "app.example/cb",
+            "https://app.example/cb#frag",
+            "http://app.example/cb",
+            "https:///cb",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
 }
