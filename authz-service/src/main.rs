@@ -27,7 +27,8 @@ struct Args {
     #[arg(long, env = "AUTHZ_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Create the demo clients and user on start. Never in a real deployment.
-    #[arg(long, env = "AUTHZ_DEMO", global = true)]
+    #[arg(long, env = "AUTHZ_DEMO", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
     demo: bool,
     /// `aud` of access tokens [default: wasmgate-api].
     #[arg(long, env = "AUTHZ_AUDIENCE", global = true)]
@@ -39,7 +40,8 @@ struct Args {
     #[arg(long, env = "AUTHZ_KEY_ALGORITHM", global = true)]
     key_algorithm: Option<SigningAlg>,
     /// Take the caller's address from X-Forwarded-For (only behind a trusted proxy).
-    #[arg(long, env = "AUTHZ_TRUST_FORWARDED_FOR", global = true)]
+    #[arg(long, env = "AUTHZ_TRUST_FORWARDED_FOR", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
     trust_forwarded_for: bool,
     #[command(subcommand)]
     command: Option<Command>,

@@ -20,6 +20,9 @@ pub fn document(config: &Config) -> Value {
             ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "revocation_endpoint_auth_methods_supported":
             ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        // RFC 8414 §2: required wherever `private_key_jwt` is listed.
+        "introspection_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "grant_types_supported": crate::grants::SUPPORTED,
         // Only the code flow: the implicit grant is not offered (RFC 9700 §2.1.2).

@@ -31,17 +31,24 @@ pub struct Server {
 impl Server {
     /// Start with `--demo` and the test issuer; `extra` adds flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--issuer",
+            ISSUER,
+            "--demo",
+            "--data-dir",
+        ];
+        args.push(data_dir.to_str().unwrap());
+        args.extend_from_slice(extra);
+        Self::start_with(&args, &[], data_dir)
+    }
+
+    /// Start with exactly these arguments and environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], data_dir: &Path) -> Server {
         let mut child = Command::new(binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--issuer",
-                ISSUER,
-                "--demo",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
