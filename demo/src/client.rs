@@ -1,56 +1,440 @@
-//! The demo client's web pages. PLACEHOLDER for the browser-flow issue: a home page that points
-//! at what the gateway offers; the OAuth flows (authorize, login, consent, callback) land there.
+//! The demo client's web pages, served behind the gateway at `/` and `/callback`.
+//!
+//! It plays the seed's OAuth client `123`: the home page offers each grant; the authorization
+//! code flow runs with PKCE and a `state` kept in an `HttpOnly` cookie; the callback checks
+//! `state` and `iss` (RFC 9207), exchanges the code on the server side (the client secret never
+//! reaches the browser), and shows the token with its decoded claims and buttons that call the
+//! API through the gateway.
+//!
+//! Settings beyond `--public-url`, from the environment (the demo's defaults fit the stack):
+//! `DEMO_CLIENT_ID` / `DEMO_CLIENT_SECRET` (default `123` / `secret`), `DEMO_TOKEN_URL` (default
+//! `<public url>/oauth2/token`), `DEMO_CA_CERT` (a PEM CA to trust for that URL, e.g. the dev
+//! CA; the public web roots otherwise).
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::response::Html;
-use axum::routing::get;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-pub fn router(public_url: String) -> Router {
-    Router::new()
-        .route("/", get(home))
-        .route("/callback", get(callback))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(public_url)
+/// Cookie holding `state.verifier` between `/start` and `/callback`.
+const FLOW_COOKIE: &str = "__Host-demo-flow";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+struct Demo {
+    public_url: String,
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+    http: reqwest::Client,
 }
 
-async fn home(State(public_url): State<String>) -> Html<String> {
-    Html(page(
-        "wasmgate demo",
-        &format!(
-            "<p>The gateway at <code>{url}</code> protects <a href=\"/api/notes\">/api/notes</a> \
-             with OAuth 2.0 bearer tokens, rate limiting and rewrite rules.</p>\
-             <p>Authorization server metadata: \
-             <a href=\"/.well-known/oauth-authorization-server\">/.well-known/oauth-authorization-server</a></p>",
-            url = escape(&public_url)
+impl Demo {
+    fn redirect_uri(&self) -> String {
+        format!("{}/callback", self.public_url)
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10));
+    if let Some(path) = std::env::var_os("DEMO_CA_CERT") {
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(ca) => b = b.add_root_certificate(ca),
+            Err(e) => tracing::warn!("DEMO_CA_CERT {}: {e}", path.to_string_lossy()),
+        }
+    }
+    b.build().unwrap_or_else(|e| {
+        tracing::warn!("HTTP client with custom settings failed ({e}); using the defaults");
+        reqwest::Client::new()
+    })
+}
+
+pub fn router(public_url: String) -> Router {
+    let public_url = public_url.trim_end_matches('/').to_string();
+    let env = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
+    let demo = Arc::new(Demo {
+        token_url: env("DEMO_TOKEN_URL", &format!("{public_url}/oauth2/token")),
+        client_id: env("DEMO_CLIENT_ID", "123"),
+        client_secret: env("DEMO_CLIENT_SECRET", "secret"),
+        http: http_client(),
+        public_url,
+    });
+    Router::new()
+        .route("/", get(home))
+        .route("/start", get(start))
+        .route("/callback", get(callback))
+        .route("/client-credentials", post(client_credentials))
+        .route("/jwt-bearer", post(jwt_bearer))
+        .route("/demo.js", get(script))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(demo)
+}
+
+/// A page with the headers every demo page carries: no framing, scripts only from us.
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let mut r = (status, page(title, body)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
-    ))
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+async fn home(State(demo): State<Arc<Demo>>) -> Response {
+    let body = format!(
+        "<p>This page plays the OAuth client <code>{id}</code> of the gateway at \
+         <code>{url}</code>. Pick a way to get an access token, then call the API with it.</p>\
+         <section><h2>Authorization code + PKCE</h2>\
+         <p>A user (try <code>bob</code> / <code>secret</code>) signs in at the authorization \
+         server and allows this app to act for them; PKCE ties the code to this browser.</p>\
+         <p><a id=\"start-code\" class=\"button\" href=\"/start\">Sign in with wasmgate</a></p>\
+         </section>\
+         <section><h2>Client credentials</h2>\
+         <p>The app gets a token for itself, with its own id and secret: no user involved.</p>\
+         <form method=\"post\" action=\"/client-credentials\">\
+         <button id=\"start-client-credentials\" type=\"submit\">Get an app token</button></form>\
+         </section>\
+         <section><h2>JWT bearer (RFC 7523)</h2>\
+         <p>A service presents a JWT it signed (client <code>jwt-demo</code>, key \
+         <code>demo-jwt-client.pem</code> in the authz-service's data directory; \
+         <code>aud</code> = <code>{url}/oauth2/token</code>) and gets a token for its \
+         <code>sub</code>.</p>\
+         <form method=\"post\" action=\"/jwt-bearer\">\
+         <label for=\"assertion\">Signed assertion</label>\
+         <textarea id=\"assertion\" name=\"assertion\" rows=\"4\" required></textarea>\
+         <button id=\"start-jwt-bearer\" type=\"submit\">Exchange the assertion</button></form>\
+         </section>\
+         <p>Implicit and password grants are not offered: RFC 9700 retires them.</p>",
+        id = escape(&demo.client_id),
+        url = escape(&demo.public_url)
+    );
+    html(StatusCode::OK, "wasmgate demo", &body)
+}
+
+fn random(bytes: usize) -> Option<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// Starts the authorization code flow: new `state` and PKCE verifier, kept in a cookie only
+/// this site can read, then off to the authorization endpoint.
+async fn start(State(demo): State<Arc<Demo>>) -> Response {
+    let (Some(state), Some(verifier)) = (random(16), random(32)) else {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "no randomness available");
+    };
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let query = serde_urlencode(&[
+        ("response_type", "code"),
+        ("client_id", &demo.client_id),
+        ("redirect_uri", &demo.redirect_uri()),
+        ("scope", "demo"),
+        ("state", &state),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ]);
+    let location = format!("{}/oauth2/authorize?{query}", demo.public_url);
+    let cookie = format!(
+        "{FLOW_COOKIE}={state}.{verifier}; Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax"
+    );
+    redirect(&location, Some(&cookie))
+}
+
+fn serde_urlencode(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn redirect(location: &str, cookie: Option<&str>) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
 #[derive(Deserialize)]
 struct CallbackParams {
     code: Option<String>,
+    state: Option<String>,
+    iss: Option<String>,
     error: Option<String>,
+    error_description: Option<String>,
 }
 
-async fn callback(Query(params): Query<CallbackParams>) -> Html<String> {
-    let body = match (params.code, params.error) {
-        (_, Some(error)) => format!(
-            "<p>The authorization failed: <code>{}</code></p>",
-            escape(&error)
-        ),
-        (Some(_), None) => "<p>An authorization code arrived.</p>".to_owned(),
-        (None, None) => "<p>No authorization response in this request.</p>".to_owned(),
-    };
-    Html(page("Callback", &body))
+fn flow_cookie(headers: &HeaderMap) -> Option<(String, String)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == FLOW_COOKIE)
+        .and_then(|(_, v)| v.split_once('.'))
+        .map(|(s, v)| (s.to_string(), v.to_string()))
 }
+
+async fn callback(
+    State(demo): State<Arc<Demo>>,
+    headers: HeaderMap,
+    Query(p): Query<CallbackParams>,
+) -> Response {
+    let mut r = callback_page(&demo, &headers, p).await;
+    // The state and verifier are single use.
+    let clear = format!("{FLOW_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax");
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn callback_page(demo: &Demo, headers: &HeaderMap, p: CallbackParams) -> Response {
+    let Some((state, verifier)) = flow_cookie(headers) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This browser did not start a sign-in (no state cookie): start again from the home page.",
+        );
+    };
+    if p.state.as_deref() != Some(state.as_str()) {
+        tracing::warn!("callback refused: state mismatch");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "The state does not match the one this browser sent: the response is not for us.",
+        );
+    }
+    // RFC 9207: the response must come from the server we sent the user to.
+    if let Some(iss) = &p.iss
+        && iss.trim_end_matches('/') != demo.public_url
+    {
+        tracing::warn!(%iss, "callback refused: unexpected issuer");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "The response names another authorization server (iss).",
+        );
+    }
+    if let Some(error) = p.error {
+        let body = format!(
+            "<p>The authorization server answered <code id=\"oauth-error\">{}</code>: {}</p>\
+             <p><a href=\"/\">Back to the home page</a></p>",
+            escape(&error),
+            escape(p.error_description.as_deref().unwrap_or(""))
+        );
+        return html(StatusCode::OK, "Authorization refused", &body);
+    }
+    let Some(code) = p.code else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "No code and no error in the response.",
+        );
+    };
+    let redirect_uri = demo.redirect_uri();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    token_page(demo, "Signed in", &form, true).await
+}
+
+async fn client_credentials(State(demo): State<Arc<Demo>>) -> Response {
+    let form = [("grant_type", "client_credentials"), ("scope", "demo")];
+    token_page(&demo, "App token", &form, true).await
+}
+
+#[derive(Deserialize)]
+struct AssertionForm {
+    assertion: String,
+}
+
+async fn jwt_bearer(
+    State(demo): State<Arc<Demo>>,
+    axum::Form(f): axum::Form<AssertionForm>,
+) -> Response {
+    // The assertion authenticates its issuer: no client secret goes with it.
+    let form = [
+        ("grant_type", JWT_BEARER),
+        ("assertion", f.assertion.trim()),
+        ("scope", "demo"),
+    ];
+    token_page(&demo, "Token for the assertion's subject", &form, false).await
+}
+
+/// Calls the token endpoint and shows the result.
+async fn token_page(
+    demo: &Demo,
+    title: &str,
+    form: &[(&str, &str)],
+    authenticate: bool,
+) -> Response {
+    let mut req = demo.http.post(&demo.token_url).form(form);
+    if authenticate {
+        req = req.basic_auth(&demo.client_id, Some(&demo.client_secret));
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("token request failed: {e}");
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                &format!("The token endpoint could not be reached: {e}"),
+            );
+        }
+    };
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let Some(token) = body["access_token"]
+        .as_str()
+        .filter(|_| status.is_success())
+    else {
+        tracing::warn!(%status, %body, "token request refused");
+        let shown = format!(
+            "<p>The token endpoint answered {status}:</p><pre id=\"token-error\">{}</pre>\
+             <p><a href=\"/\">Back to the home page</a></p>",
+            escape(&serde_json::to_string_pretty(&body).unwrap_or_default())
+        );
+        return html(StatusCode::BAD_GATEWAY, "No token", &shown);
+    };
+    let refresh = if body["refresh_token"].is_string() {
+        "<p>A refresh token came too (kept on the server side of a real app, never shown).</p>"
+    } else {
+        ""
+    };
+    let content = format!(
+        "<h2>Access token</h2>\
+         <textarea id=\"access-token\" readonly rows=\"5\" aria-label=\"Access token\">{tok}</textarea>\
+         <p>Type <code>{tt}</code>, expires in {exp} s, scope <code>{scope}</code>.</p>{refresh}\
+         <h2>Decoded</h2><pre id=\"token-header\">{header}</pre><pre id=\"claims\">{claims}</pre>\
+         <h2>Call the API through the gateway</h2>\
+         <p><button type=\"button\" class=\"call\" id=\"call-notes\" data-path=\"/api/notes\">Call /api/notes</button>\
+         <button type=\"button\" class=\"call\" id=\"call-me\" data-path=\"/me\">Call /me</button>\
+         <button type=\"button\" class=\"call\" id=\"call-protected\" data-path=\"/protected\">Call /protected</button></p>\
+         <pre id=\"api-result\" aria-live=\"polite\"></pre>\
+         <p><a href=\"/\">Back to the home page</a></p>\
+         <script src=\"/demo.js\"></script>",
+        tok = escape(token),
+        tt = escape(body["token_type"].as_str().unwrap_or("")),
+        exp = body["expires_in"].as_i64().unwrap_or(0),
+        scope = escape(body["scope"].as_str().unwrap_or("")),
+        header = escape(&decoded(token, 0)),
+        claims = escape(&decoded(token, 1)),
+    );
+    html(StatusCode::OK, title, &content)
+}
+
+/// One part of a JWT, decoded and pretty-printed (for display only: nothing is trusted here).
+fn decoded(token: &str, part: usize) -> String {
+    token
+        .split('.')
+        .nth(part)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| "(not a JWT)".to_string())
+}
+
+/// The buttons' script: calls the path with the token and shows status, the headers that
+/// explain a refusal (401/403/429), and the body.
+const SCRIPT: &str = r#"document.querySelectorAll('button.call').forEach(function (b) {
+  b.addEventListener('click', async function () {
+    var out = document.getElementById('api-result');
+    var token = document.getElementById('access-token').value.trim();
+    out.textContent = 'Calling ' + b.dataset.path + '...';
+    try {
+      var r = await fetch(b.dataset.path, { headers: { 'Authorization': 'Bearer ' + token } });
+      var lines = [r.status + ' ' + r.statusText];
+      ['www-authenticate', 'retry-after', 'ratelimit', 'ratelimit-policy', 'x-ratelimit-remaining']
+        .forEach(function (h) { var v = r.headers.get(h); if (v) { lines.push(h + ': ' + v); } });
+      var text = await r.text();
+      try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* not JSON */ }
+      out.textContent = lines.join('\n') + '\n\n' + text;
+      out.dataset.status = String(r.status);
+    } catch (e) {
+      out.textContent = 'The call failed: ' + e;
+    }
+  });
+});
+"#;
+
+async fn script() -> Response {
+    let mut r = SCRIPT.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    r
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    html(
+        status,
+        "Something is wrong",
+        &format!(
+            "<p role=\"alert\" id=\"demo-error\">{}</p><p><a href=\"/\">Back to the home page</a></p>",
+            escape(message)
+        ),
+    )
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;\
+padding:0 1rem;color:#1c1e21}section{border:1px solid #ccd;border-radius:8px;padding:0 1rem 1rem;\
+margin:1rem 0}textarea{width:100%;font-family:monospace}pre{background:#f4f4f8;padding:.6rem;\
+overflow:auto}a.button,button{display:inline-block;padding:.5rem 1rem;border-radius:4px;\
+border:1px solid #1a5fb4;background:#1a5fb4;color:#fff;text-decoration:none;font-size:1rem;\
+margin:.3rem .3rem 0 0;cursor:pointer}:focus-visible{outline:3px solid #f5a623;outline-offset:2px}\
+label{display:block;font-weight:600;margin:.5rem 0}";
 
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title></head><body><main><h1>{title}</h1>{body}</main></body></html>"
+         <title>{t}</title><style>{STYLE}</style></head><body><main><h1>{t}</h1>{body}</main></body></html>",
+        t = escape(title)
     )
 }
 
@@ -61,4 +445,38 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_parts_are_decoded_for_display() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"at+jwt"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(br#"{"sub":"bob"}"#);
+        let token = format!("{header}.{claims}.sig");
+        assert!(decoded(&token, 0).contains("\"typ\": \"at+jwt\""));
+        assert!(decoded(&token, 1).contains("\"sub\": \"bob\""));
+        assert_eq!(decoded("garbage", 1), "(not a JWT)");
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            serde_urlencode(&[("a", "x y&z"), ("b", "https://h/cb")]),
+            "a=x%20y%26z&b=https%3A%2F%2Fh%2Fcb"
+        );
+    }
+
+    #[test]
+    fn the_flow_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; __Host-demo-flow=st.ver"),
+        );
+        assert_eq!(flow_cookie(&h), Some(("st".into(), "ver".into())));
+        assert_eq!(flow_cookie(&HeaderMap::new()), None);
+    }
 }
