@@ -8,6 +8,8 @@ use xtask::stack::{Stack, StackOptions};
 use xtask::tools::{cargo, ensure_debian_commands, run};
 use xtask::{certs, compose, envoy};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(about = "wasmgate's developer commands")]
 struct Cli {
@@ -41,6 +43,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         cargo_test_args: Vec<String>,
     },
+    /// Benchmark our filter chain against Envoy's native filters and write the report
+    /// (bench/results/, BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +56,7 @@ fn main() -> Result<()> {
         Cmd::Render => render(),
         Cmd::Up => up(),
         Cmd::Test { cargo_test_args } => test(&cargo_test_args),
+        Cmd::Bench(args) => bench::run(&args),
     }
 }
 

@@ -1,0 +1,611 @@
+//! `cargo xtask bench`: our filter chain against Envoy's native filters, side by side in one run.
+//!
+//! It builds everything in release mode, starts an nginx upstream and the authz-service (which
+//! mints the one token every configuration is driven with and serves the JWKS), then starts
+//! Envoy with each configuration of bench/envoy/ in turn, interleaved over the rounds, and
+//! drives it with wrk from another core. The authz-service is measured on its own afterwards.
+//! The report goes to bench/results/ (JSON + Markdown); BENCHMARKS.md explains it.
+
+mod authz;
+mod b64;
+mod configs;
+mod cpus;
+mod http;
+mod measure;
+mod procstat;
+mod report;
+mod stats;
+mod upstream;
+mod wrk;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use xtask::build::build;
+use xtask::envoy::ensure_envoy;
+use xtask::paths::{FILTERS, bin_dir, root, run_dir, wasm_dir};
+use xtask::tools::{ensure_debian_commands, output};
+
+use configs::{FilterConfigs, SCENARIOS, Scenario, Values, bench_dir};
+use cpus::Plan;
+use measure::{Paced, Settings};
+use report::{AuthzRuns, Report, RunInfo, ScenarioRuns};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A few seconds, one round: checks that the benchmark still works (its numbers mean nothing).
+    #[arg(long)]
+    smoke: bool,
+    /// Rounds, each running every configuration once (interleaved).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Seconds of load at saturation per configuration and round.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of warm-up load before each measurement.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Seconds of load at the fixed moderate rate.
+    #[arg(long, default_value_t = 5.0)]
+    paced_duration: f64,
+    /// wrk's connections at saturation.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Only these configurations (e.g. `--only B,C,D`); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Leave out the authz-service's own measurements.
+    #[arg(long)]
+    skip_authz: bool,
+    /// Use what is built already (target/release, or WASMGATE_BIN_DIR and WASMGATE_WASM_DIR).
+    #[arg(long)]
+    no_build: bool,
+    /// Where to write latest.json and latest.md [default: bench/results].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// The resolved settings of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: &'static str,
+    pub rounds: u32,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub paced: Paced,
+    pub connections: u32,
+    pub scenarios: Vec<Scenario>,
+    pub authz: bool,
+    pub build: bool,
+    pub bin_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub command: String,
+}
+
+/// The fixed moderate rate: 10 connections, one request each every 10 ms (≈ 1,000 req/s, a few
+/// percent of what one core serves), so latency is measured without queueing.
+const PACED_CONNECTIONS: u32 = 10;
+const PACED_DELAY_MS: u32 = 10;
+
+impl Options {
+    pub fn from_args(args: &BenchArgs) -> Result<Self> {
+        let mut scenarios = Vec::new();
+        for id in &args.only {
+            scenarios.push(configs::find(id).with_context(|| {
+                let ids: Vec<&str> = SCENARIOS.iter().map(|s| s.id).collect();
+                format!("unknown configuration `{id}`; known: {}", ids.join(", "))
+            })?);
+        }
+        if scenarios.is_empty() {
+            scenarios = SCENARIOS.to_vec();
+        }
+        let secs = |s: f64, what: &str| -> Result<Duration> {
+            if !(s.is_finite() && s > 0.0 && s <= 3600.0) {
+                bail!("--{what} must be between 0 and 3600 seconds");
+            }
+            Ok(Duration::from_secs_f64(s))
+        };
+        let (rounds, duration, warmup, paced) = if args.smoke {
+            (1, 1.0, 0.3, 1.0)
+        } else {
+            (args.rounds, args.duration, args.warmup, args.paced_duration)
+        };
+        if rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        if args.connections == 0 {
+            bail!("--connections must be at least 1");
+        }
+        Ok(Self {
+            mode: if args.smoke { "smoke" } else { "full" },
+            rounds,
+            duration: secs(duration, "duration")?,
+            warmup: secs(warmup, "warmup")?,
+            paced: Paced {
+                connections: PACED_CONNECTIONS,
+                delay_ms: PACED_DELAY_MS,
+                duration: secs(paced, "paced-duration")?,
+            },
+            connections: args.connections,
+            scenarios,
+            authz: !args.skip_authz,
+            build: !args.no_build,
+            bin_dir: if args.no_build {
+                bin_dir_or_release()
+            } else {
+                release_dir()
+            },
+            out_dir: args
+                .out
+                .clone()
+                .unwrap_or_else(|| bench_dir().join("results")),
+            command: std::iter::once("cargo xtask bench".to_owned())
+                .chain(std::env::args().skip(2))
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let options = Options::from_args(args)?;
+    let report = run_with(&options)?;
+    println!("\n{}", report.markdown);
+    println!(
+        "report: {} and {}",
+        options.out_dir.join("latest.md").display(),
+        options.out_dir.join("latest.json").display()
+    );
+    Ok(())
+}
+
+/// A written report.
+pub struct Written {
+    pub json: Value,
+    pub markdown: String,
+}
+
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("release")
+}
+
+/// With `--no-build`: WASMGATE_BIN_DIR if set (the test command sets it), else target/release.
+fn bin_dir_or_release() -> PathBuf {
+    if std::env::var_os("WASMGATE_BIN_DIR").is_some() {
+        bin_dir()
+    } else {
+        release_dir()
+    }
+}
+
+/// Installs what the benchmark needs: wrk and nginx from Debian, taskset, Envoy.
+pub fn ensure_tools() -> Result<PathBuf> {
+    ensure_debian_commands(&[
+        ("wrk", "wrk"),
+        ("nginx", "nginx-light"),
+        ("taskset", "util-linux"),
+    ])?;
+    ensure_envoy()
+}
+
+/// Runs the benchmark and writes its report into `options.out_dir`.
+pub fn run_with(options: &Options) -> Result<Written> {
+    if options.build {
+        build(true)?;
+    }
+    let envoy_wrapper = ensure_tools()?;
+    let envoy = measure::real_envoy_binary(&envoy_wrapper);
+    let authz_bin = options.bin_dir.join("authz-service");
+    if !authz_bin.is_file() {
+        bail!(
+            "{} is missing: run without --no-build, or build it",
+            authz_bin.display()
+        );
+    }
+    let wasm = wasm_dir();
+    let mut wasm_sizes = Vec::new();
+    for (_, stem) in FILTERS {
+        let path = wasm.join(format!("{stem}.wasm"));
+        let meta = fs::metadata(&path)
+            .with_context(|| format!("{} is missing: build the filters", path.display()))?;
+        wasm_sizes.push((format!("{stem}.wasm"), meta.len()));
+    }
+
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let run_dir = run_dir().join(format!("bench-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&run_dir);
+    fs::create_dir_all(&run_dir)?;
+    let plan = Plan::detect();
+    let load_before = procstat::load_average();
+    let [listen_port, admin_port, upstream_port, authz_port] = free_ports()?;
+    let issuer = format!("http://127.0.0.1:{listen_port}");
+    let script = bench_dir().join("wrk").join("report.lua");
+
+    println!(
+        "bench: {} run, {} round(s), {} configuration(s); {}; load average {}",
+        options.mode,
+        options.rounds,
+        options.scenarios.len(),
+        plan.describe(),
+        load_before.map_or("?".to_owned(), |l| format!("{l:.2}"))
+    );
+    let _nginx = upstream::start(upstream_port, plan.load, &run_dir)?;
+    let mut authz_runs = AuthzRuns::default();
+    let gateway_authz = authz::start(
+        &authz_bin,
+        authz_port,
+        &issuer,
+        &run_dir.join("authz-data"),
+        plan.load,
+        &run_dir.join("authz.log"),
+    )?;
+    authz_runs.first_start_ms = Some(gateway_authz.startup.as_secs_f64() * 1000.0);
+    let token = authz::mint_token(&gateway_authz)?;
+
+    let filters = FilterConfigs::load(&issuer)?;
+    let values = Values {
+        listen_port,
+        admin_port,
+        upstream_port,
+        authz_port,
+        issuer: issuer.clone(),
+        wasm_dir: wasm.clone(),
+    };
+    let mut config_paths = Vec::new();
+    for s in &options.scenarios {
+        let path = run_dir.join(format!("{}.yaml", s.id));
+        fs::write(&path, configs::render(s, &values, &filters)?)?;
+        config_paths.push(path);
+    }
+    let settings = Settings {
+        envoy: envoy.clone(),
+        wrk_script: script.clone(),
+        cpus: plan,
+        listen_port,
+        token,
+        warmup: options.warmup,
+        duration: options.duration,
+        connections: options.connections,
+        paced: options.paced,
+    };
+
+    let mut results: Vec<ScenarioRuns> = options
+        .scenarios
+        .iter()
+        .map(|s| ScenarioRuns {
+            scenario: *s,
+            rounds: Vec::new(),
+        })
+        .collect();
+    let n = options.scenarios.len();
+    for round in 0..options.rounds {
+        // Interleaved: every round runs each configuration once, starting one further along, so
+        // a drift of the machine during the run spreads over all of them.
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            let (Some(runs), Some(path)) = (results.get_mut(i), config_paths.get(i)) else {
+                continue;
+            };
+            let id = runs.scenario.id;
+            let label = format!("{id}-r{}", round + 1);
+            let outcome = measure::measure(&runs.scenario, path, &settings, &run_dir, &label);
+            match &outcome {
+                Ok(m) => println!(
+                    "bench: round {}/{} {id:>15}: {:>8.0} req/s, p99 {:.2} ms, {:.1} µs CPU/req, \
+                     first 200 after {:.0} ms",
+                    round + 1,
+                    options.rounds,
+                    m.saturation.rate(),
+                    m.saturation.latency_us.p99 / 1000.0,
+                    m.cpu_us_per_request,
+                    m.first_200_ms
+                ),
+                Err(e) => eprintln!("bench: round {} {id}: FAILED: {e:#}", round + 1),
+            }
+            runs.rounds.push(outcome.map_err(|e| format!("{e:#}")));
+        }
+    }
+    drop(gateway_authz);
+
+    if options.authz {
+        if let Err(e) = measure_authz(options, &authz_bin, &run_dir, plan, &script, &mut authz_runs)
+        {
+            eprintln!("bench: authz-service: FAILED: {e:#}");
+            authz_runs.error = Some(format!("{e:#}"));
+        }
+    }
+
+    let info = RunInfo {
+        mode: options.mode,
+        started_unix,
+        command: options.command.clone(),
+        machine: machine(),
+        cpus: plan.describe(),
+        envoy_version: output(Command::new(&envoy).arg("--version"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default(),
+        load_before,
+        load_after: procstat::load_average(),
+        settings: vec![
+            ("rounds".to_owned(), options.rounds.to_string()),
+            (
+                "saturation".to_owned(),
+                format!(
+                    "wrk, 1 thread, {} connections, {:?} per run after {:?} of warm-up",
+                    options.connections, options.duration, options.warmup
+                ),
+            ),
+            (
+                "fixed rate".to_owned(),
+                format!(
+                    "{} connections, each waiting {} ms between requests (≈ {:.0} req/s), {:?}",
+                    options.paced.connections,
+                    options.paced.delay_ms,
+                    options.paced.target_rate(),
+                    options.paced.duration
+                ),
+            ),
+            (
+                "Envoy".to_owned(),
+                "--concurrency 1, plain HTTP/1.1 on loopback, no access log".to_owned(),
+            ),
+            (
+                "request".to_owned(),
+                format!(
+                    "GET {} with one EdDSA at+jwt (scope demo) minted by the authz-service",
+                    measure::PATH
+                ),
+            ),
+            (
+                "upstream".to_owned(),
+                "nginx, 1 worker, `return 200 '[]'`".to_owned(),
+            ),
+        ],
+        notes: filters.notes.clone(),
+        wasm_sizes,
+    };
+    let report = Report {
+        info: &info,
+        scenarios: &results,
+        authz: &authz_runs,
+    };
+    let json = report.json();
+    let markdown = report.markdown();
+    fs::create_dir_all(&options.out_dir)?;
+    fs::write(
+        options.out_dir.join("latest.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    fs::write(options.out_dir.join("latest.md"), &markdown)?;
+    // The run's logs and configs are only useful when something failed.
+    let failed = results
+        .iter()
+        .any(|r| r.rounds.iter().any(Result::is_err))
+        || authz_runs.error.is_some();
+    if !failed {
+        let _ = fs::remove_dir_all(&run_dir);
+    } else {
+        eprintln!("bench: logs and configs kept in {}", run_dir.display());
+    }
+    Ok(Written { json, markdown })
+}
+
+/// The authz-service alone on the server core: start-up on its data, tokens per second with a
+/// client secret and with private_key_jwt, memory after the load.
+fn measure_authz(
+    options: &Options,
+    binary: &Path,
+    run_dir: &Path,
+    plan: Plan,
+    script: &Path,
+    runs: &mut AuthzRuns,
+) -> Result<()> {
+    let [port] = free_ports()?;
+    let issuer = format!("http://127.0.0.1:{port}");
+    let data_dir = run_dir.join("authz-bench-data");
+    // First start creates the keys and the demo data; the rounds then restart on that data.
+    drop(authz::start(
+        binary,
+        port,
+        &issuer,
+        &data_dir,
+        plan.server,
+        &run_dir.join("authz-bench-0.log"),
+    )?);
+    for round in 0..options.rounds {
+        let log = run_dir.join(format!("authz-bench-{}.log", round + 1));
+        let service = authz::start(binary, port, &issuer, &data_dir, plan.server, &log)?;
+        runs.restart_ms
+            .push(service.startup.as_secs_f64() * 1000.0);
+        authz::token_load(
+            &service,
+            authz::Method::Secret,
+            options.connections,
+            options.warmup,
+            plan.load,
+            script,
+        )
+        .context("warm-up")?;
+        let secret = authz::token_load(
+            &service,
+            authz::Method::Secret,
+            options.connections,
+            options.duration,
+            plan.load,
+            script,
+        )?;
+        check_outcome("client secret", &secret)?;
+        // Enough single-use assertions for private_key_jwt at the client-secret rate and more.
+        let count = (secret.rate() * options.duration.as_secs_f64() * 1.5) as usize + 1000;
+        let bodies_path = run_dir.join("assertions.txt");
+        authz::write_assertion_bodies(&service, count + 1, &bodies_path)?;
+        let all = fs::read_to_string(&bodies_path)?;
+        let (first, rest) = all.split_once('\n').context("no assertion written")?;
+        authz::check_assertion_body(&service, first)?;
+        fs::write(&bodies_path, rest)?;
+        let pk = authz::token_load(
+            &service,
+            authz::Method::PrivateKeyJwt(&bodies_path),
+            options.connections,
+            options.duration,
+            plan.load,
+            script,
+        )?;
+        check_outcome("private_key_jwt", &pk)?;
+        let memory = authz::memory(&service)?;
+        runs.rss_kib = Some(memory.rss_kib);
+        runs.peak_rss_kib = Some(
+            runs.peak_rss_kib
+                .map_or(memory.peak_kib, |p| p.max(memory.peak_kib)),
+        );
+        println!(
+            "bench: round {}/{} authz-service: {:.0} tokens/s (secret), {:.0} tokens/s \
+             (private_key_jwt), restart {:.0} ms, peak RSS {:.1} MiB",
+            round + 1,
+            options.rounds,
+            secret.rate(),
+            pk.rate(),
+            service.startup.as_secs_f64() * 1000.0,
+            memory.peak_kib as f64 / 1024.0
+        );
+        runs.secret.push(secret);
+        runs.private_key_jwt.push(pk);
+    }
+    Ok(())
+}
+
+fn check_outcome(what: &str, o: &wrk::Outcome) -> Result<()> {
+    if o.errors > 0 || o.requests == 0 {
+        bail!(
+            "{what}: {} errors ({} non-2xx) in {} token requests",
+            o.errors,
+            o.non_2xx,
+            o.requests
+        );
+    }
+    Ok(())
+}
+
+/// `N` distinct free loopback ports (all bound at once, then released for the servers).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0u16; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+/// CPU model, usable cores, memory and kernel, for the report.
+fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_owned();
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or("?".to_owned(), |kb| format!("{:.1}", kb / 1024.0 / 1024.0));
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{model}, {} usable CPUs, {mem_gib} GiB RAM, Linux {}",
+        procstat::allowed_cpus().len(),
+        kernel.trim()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let argv = std::iter::once("bench").chain(extra.iter().copied());
+        <Cli as clap::Parser>::parse_from(argv).bench
+    }
+
+    #[test]
+    fn defaults_are_three_rounds_of_every_configuration() {
+        let o = Options::from_args(&args(&[])).unwrap();
+        assert_eq!(o.rounds, 3);
+        assert_eq!(o.scenarios.len(), SCENARIOS.len());
+        assert_eq!(o.duration, Duration::from_secs(10));
+        assert!(o.build && o.authz);
+        assert_eq!(o.out_dir, bench_dir().join("results"));
+    }
+
+    #[test]
+    fn smoke_is_one_short_round_and_only_picks_configurations() {
+        let o = Options::from_args(&args(&["--smoke", "--only", "b,D", "--rounds", "5"])).unwrap();
+        assert_eq!((o.mode, o.rounds), ("smoke", 1));
+        assert_eq!(o.duration, Duration::from_secs(1));
+        let ids: Vec<_> = o.scenarios.iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["B", "D"]);
+        assert!(Options::from_args(&args(&["--only", "Z"])).is_err());
+        assert!(Options::from_args(&args(&["--rounds", "0"])).is_err());
+        assert!(Options::from_args(&args(&["--duration", "-1"])).is_err());
+    }
+
+    /// The smoke mode end to end against the real things (Envoy, nginx, wrk, the authz-service,
+    /// the built filters): a second of load per configuration, one round. It proves the
+    /// benchmark still runs and reports every configuration with error-free load; it checks no
+    /// timing.
+    #[test]
+    fn smoke_run_reports_every_configuration_without_errors() {
+        let out = std::env::temp_dir().join(format!("wasmgate-bench-smoke-{}", std::process::id()));
+        let out_arg = out.display().to_string();
+        let options =
+            Options::from_args(&args(&["--smoke", "--no-build", "--out", &out_arg])).unwrap();
+        let written = run_with(&options).unwrap();
+        let scenarios = written.json["scenarios"].as_array().unwrap();
+        assert_eq!(scenarios.len(), SCENARIOS.len());
+        for s in scenarios {
+            let rounds = s["rounds"].as_array().unwrap();
+            assert_eq!(rounds.len(), 1, "{s}");
+            let r = &rounds[0];
+            assert!(r["error"].is_null(), "{}: {}", s["id"], r["error"]);
+            assert!(r["saturation"]["requests"].as_u64().unwrap() > 0, "{s}");
+            assert_eq!(r["saturation"]["errors"], 0, "{s}");
+            assert!(r["fixed_rate"]["requests"].as_u64().unwrap() > 0, "{s}");
+        }
+        let authz = &written.json["authz_service"];
+        assert!(authz["error"].is_null(), "{}", authz["error"]);
+        assert_eq!(authz["client_secret_rounds"][0]["errors"], 0, "{authz}");
+        assert_eq!(authz["private_key_jwt_rounds"][0]["errors"], 0, "{authz}");
+        assert!(authz["peak_rss_kib"].as_u64().unwrap() > 0);
+        let md = fs::read_to_string(out.join("latest.md")).unwrap();
+        assert!(md.contains("| **D** ours") && md.contains("## Targets"), "{md}");
+        let json: Value =
+            serde_json::from_str(&fs::read_to_string(out.join("latest.json")).unwrap()).unwrap();
+        assert_eq!(json, written.json);
+        fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports: [u16; 4] = free_ports().unwrap();
+        for (i, p) in ports.iter().enumerate() {
+            assert!(*p > 0);
+            assert!(!ports[i + 1..].contains(p));
+        }
+    }
+}

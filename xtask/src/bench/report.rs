@@ -1,0 +1,527 @@
+//! The report: every number of a run as JSON, and the same as a Markdown table with the ratios
+//! and the targets of issue 9, both computed from this run only.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::bench::configs::Scenario;
+use crate::bench::measure::Measurement;
+use crate::bench::stats::{Spread, ratio};
+use crate::bench::wrk::Outcome;
+
+/// One configuration's measurements, one per round (an `Err` is a failed round, with why).
+#[derive(Debug, Clone)]
+pub struct ScenarioRuns {
+    pub scenario: Scenario,
+    pub rounds: Vec<Result<Measurement, String>>,
+}
+
+impl ScenarioRuns {
+    fn ok(&self) -> impl Iterator<Item = &Measurement> {
+        self.rounds.iter().filter_map(|r| r.as_ref().ok())
+    }
+
+    fn spread(&self, metric: impl Fn(&Measurement) -> f64) -> Option<Spread> {
+        Spread::of(&self.ok().map(metric).collect::<Vec<_>>())
+    }
+
+    fn rps(&self) -> Option<Spread> {
+        self.spread(|m| m.saturation.rate())
+    }
+
+    fn p99_ms(&self) -> Option<Spread> {
+        self.spread(|m| m.saturation.latency_us.p99 / 1000.0)
+    }
+}
+
+/// The authz-service's numbers.
+#[derive(Debug, Clone, Default)]
+pub struct AuthzRuns {
+    pub first_start_ms: Option<f64>,
+    pub restart_ms: Vec<f64>,
+    pub secret: Vec<Outcome>,
+    pub private_key_jwt: Vec<Outcome>,
+    pub rss_kib: Option<u64>,
+    pub peak_rss_kib: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// Everything about the run that is not a measurement.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub mode: &'static str,
+    pub started_unix: u64,
+    pub command: String,
+    pub machine: String,
+    pub cpus: String,
+    pub envoy_version: String,
+    pub load_before: Option<f64>,
+    pub load_after: Option<f64>,
+    pub settings: Vec<(String, String)>,
+    pub notes: Vec<String>,
+    pub wasm_sizes: Vec<(String, u64)>,
+}
+
+pub struct Report<'a> {
+    pub info: &'a RunInfo,
+    pub scenarios: &'a [ScenarioRuns],
+    pub authz: &'a AuthzRuns,
+}
+
+/// A target of the issue, as measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub measured: String,
+    /// `None`: not measured in this run.
+    pub met: Option<bool>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// Issue 9: each `.wasm` at most 1 MiB.
+const MAX_WASM_BYTES: u64 = 1024 * 1024;
+
+impl Report<'_> {
+    fn runs(&self, id: &str) -> Option<&ScenarioRuns> {
+        self.scenarios.iter().find(|s| s.scenario.id == id)
+    }
+
+    fn median_rps(&self, id: &str) -> Option<f64> {
+        self.runs(id)?.rps().map(|s| s.median)
+    }
+
+    /// The issue's targets, each with what this run measured.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let rps_ratio = |a: &str, b: &str| Some(ratio(self.median_rps(a)?, self.median_rps(b)?)?);
+        let mut ratio_target = |name: &str, value: Option<f64>, ok: &dyn Fn(f64) -> bool| {
+            t.push(Target {
+                name: name.to_owned(),
+                measured: value.map_or("not measured".to_owned(), |v| format!("{v:.3}")),
+                met: value.map(ok),
+            });
+        };
+        ratio_target(
+            "D ≥ 0.95 × C in req/s (D/C)",
+            rps_ratio("D", "C"),
+            &|v| v >= 0.95,
+        );
+        let p99 = |id: &str| self.runs(id)?.p99_ms().map(|s| s.median);
+        ratio_target(
+            "D's p99 ≤ 1.1 × C's p99 (D/C)",
+            p99("D").zip(p99("C")).and_then(|(d, c)| ratio(d, c)),
+            &|v| v <= 1.1,
+        );
+        ratio_target("D ≥ 2 × C0 in req/s (D/C0)", rps_ratio("D", "C0"), &|v| {
+            v >= 2.0
+        });
+        ratio_target(
+            "bearer-auth alone ≥ 0.95 × jwt_authn (cache) alone (F-bearer-auth/F-jwt-authn)",
+            rps_ratio("F-bearer-auth", "F-jwt-authn"),
+            &|v| v >= 0.95,
+        );
+        for (name, bytes) in &self.info.wasm_sizes {
+            t.push(Target {
+                name: format!("{name} ≤ 1 MiB"),
+                measured: format!("{bytes} bytes ({:.3} MiB)", *bytes as f64 / MIB),
+                met: Some(*bytes <= MAX_WASM_BYTES),
+            });
+        }
+        let a = self.authz;
+        let secret = Spread::of(&a.secret.iter().map(Outcome::rate).collect::<Vec<_>>());
+        t.push(Target {
+            name: "authz-service ≥ 5,000 client_credentials tokens/s (client secret)".to_owned(),
+            measured: secret.map_or("not measured".to_owned(), |s| format!("{:.0}/s", s.median)),
+            met: secret.map(|s| s.median >= 5000.0),
+        });
+        let peak = a.peak_rss_kib.map(|k| k as f64 / 1024.0);
+        t.push(Target {
+            name: "authz-service RSS ≤ 50 MB (peak, after the token load)".to_owned(),
+            measured: peak.map_or("not measured".to_owned(), |m| format!("{m:.1} MiB")),
+            met: peak.map(|m| m * 1.048_576 <= 50.0),
+        });
+        let restart = Spread::of(&a.restart_ms);
+        t.push(Target {
+            name: "authz-service start-up ≤ 1 s (restart on its data)".to_owned(),
+            measured: restart.map_or("not measured".to_owned(), |s| format!("{:.0} ms", s.median)),
+            met: restart.map(|s| s.median <= 1000.0),
+        });
+        t
+    }
+
+    pub fn json(&self) -> Value {
+        let b = self.median_rps("B");
+        let c = self.median_rps("C");
+        let spread = |s: Option<Spread>| s.map_or(Value::Null, Spread::to_json);
+        let scenarios: Vec<Value> = self
+            .scenarios
+            .iter()
+            .map(|runs| {
+                let rps = runs.rps();
+                let rounds: Vec<Value> = runs
+                    .rounds
+                    .iter()
+                    .map(|r| match r {
+                        Ok(m) => measurement_json(m),
+                        Err(e) => json!({ "error": e }),
+                    })
+                    .collect();
+                json!({
+                    "id": runs.scenario.id,
+                    "title": runs.scenario.title,
+                    "requests_per_second": spread(rps),
+                    "ratio_to_B": rps.and_then(|r| ratio(r.median, b?)),
+                    "ratio_to_C": rps.and_then(|r| ratio(r.median, c?)),
+                    "latency_ms": {
+                        "p50": spread(runs.spread(|m| m.saturation.latency_us.p50 / 1000.0)),
+                        "p99": spread(runs.p99_ms()),
+                        "p999": spread(runs.spread(|m| m.saturation.latency_us.p999 / 1000.0)),
+                    },
+                    "fixed_rate": {
+                        "requests_per_second": spread(runs.spread(|m| m.paced.rate())),
+                        "p50_ms": spread(runs.spread(|m| m.paced.latency_us.p50 / 1000.0)),
+                        "p99_ms": spread(runs.spread(|m| m.paced.latency_us.p99 / 1000.0)),
+                        "p999_ms": spread(runs.spread(|m| m.paced.latency_us.p999 / 1000.0)),
+                    },
+                    "cpu_us_per_request": spread(runs.spread(|m| m.cpu_us_per_request)),
+                    "rss_mib": spread(runs.spread(|m| m.rss_kib as f64 / 1024.0)),
+                    "first_200_ms": spread(runs.spread(|m| m.first_200_ms)),
+                    "rounds": rounds,
+                })
+            })
+            .collect();
+        let a = self.authz;
+        let rates = |o: &[Outcome]| spread(Spread::of(&o.iter().map(Outcome::rate).collect::<Vec<_>>()));
+        let outcomes = |o: &[Outcome]| o.iter().map(outcome_json).collect::<Vec<_>>();
+        let targets: Vec<Value> = self
+            .targets()
+            .into_iter()
+            .map(|t| json!({ "target": t.name, "measured": t.measured, "met": t.met }))
+            .collect();
+        let i = self.info;
+        json!({
+            "mode": i.mode,
+            "started_unix": i.started_unix,
+            "command": i.command,
+            "machine": i.machine,
+            "cpus": i.cpus,
+            "envoy": i.envoy_version,
+            "load_average": { "before": i.load_before, "after": i.load_after },
+            "settings": i.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "notes": i.notes,
+            "wasm_bytes": i.wasm_sizes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "scenarios": scenarios,
+            "authz_service": {
+                "first_start_ms": a.first_start_ms,
+                "restart_ms": spread(Spread::of(&a.restart_ms)),
+                "client_secret_tokens_per_second": rates(&a.secret),
+                "private_key_jwt_tokens_per_second": rates(&a.private_key_jwt),
+                "client_secret_rounds": outcomes(&a.secret),
+                "private_key_jwt_rounds": outcomes(&a.private_key_jwt),
+                "rss_kib": a.rss_kib,
+                "peak_rss_kib": a.peak_rss_kib,
+                "error": a.error,
+            },
+            "targets": targets,
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let i = self.info;
+        let mut md = String::new();
+        let _ = writeln!(md, "# wasmgate benchmark ({} run)\n", i.mode);
+        let _ = writeln!(md, "- command: `{}`", i.command);
+        let _ = writeln!(md, "- machine: {}", i.machine);
+        let _ = writeln!(md, "- pinning: {}", i.cpus);
+        let _ = writeln!(md, "- Envoy: {}", i.envoy_version);
+        let _ = writeln!(
+            md,
+            "- load average (1 min) before / after: {} / {}",
+            opt(i.load_before, 2),
+            opt(i.load_after, 2)
+        );
+        for (k, v) in &i.settings {
+            let _ = writeln!(md, "- {k}: {v}");
+        }
+        for n in &i.notes {
+            let _ = writeln!(md, "- {n}");
+        }
+        let _ = writeln!(
+            md,
+            "\nMedian of the rounds, (min–max) below it where there are several; ratios use \
+             the medians of this run. Latency in ms at saturation; \"fixed rate\" is p50 / p99 / \
+             p99.9 at the moderate rate; CPU is Envoy's (all threads) per request at saturation.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| config | req/s | × B | × C | p50 | p99 | p99.9 | fixed rate p50 / p99 / p99.9 | CPU µs/req | RSS MiB | first 200 ms |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let b = self.median_rps("B");
+        let c = self.median_rps("C");
+        for runs in self.scenarios {
+            let s = &runs.scenario;
+            let failed = runs.rounds.iter().filter(|r| r.is_err()).count();
+            let rps = runs.rps();
+            let lat = |f: &dyn Fn(&Measurement) -> f64| runs.spread(f);
+            let paced = [
+                lat(&|m| m.paced.latency_us.p50 / 1000.0),
+                lat(&|m| m.paced.latency_us.p99 / 1000.0),
+                lat(&|m| m.paced.latency_us.p999 / 1000.0),
+            ]
+            .map(|s| s.map_or("–".to_owned(), |s| format!("{:.2}", s.median)))
+            .join(" / ");
+            let failed_note = if failed > 0 {
+                format!(" ({failed} round(s) failed)")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                md,
+                "| **{}** {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.id,
+                s.title,
+                failed_note,
+                cell(rps, 0),
+                ratio_cell(rps, b),
+                ratio_cell(rps, c),
+                cell(lat(&|m| m.saturation.latency_us.p50 / 1000.0), 2),
+                cell(runs.p99_ms(), 2),
+                cell(lat(&|m| m.saturation.latency_us.p999 / 1000.0), 2),
+                paced,
+                cell(lat(&|m| m.cpu_us_per_request), 1),
+                cell(lat(&|m| m.rss_kib as f64 / 1024.0), 1),
+                cell(lat(&|m| m.first_200_ms), 0),
+            );
+        }
+        let errors: Vec<String> = self
+            .scenarios
+            .iter()
+            .flat_map(|r| {
+                r.rounds
+                    .iter()
+                    .filter_map(|x| x.as_ref().err())
+                    .map(move |e| format!("- {}: {e}", r.scenario.id))
+            })
+            .collect();
+        if !errors.is_empty() {
+            let _ = writeln!(md, "\nFailed rounds:\n\n{}", errors.join("\n"));
+        }
+        let a = self.authz;
+        let _ = writeln!(md, "\n## authz-service\n");
+        if let Some(e) = &a.error {
+            let _ = writeln!(md, "Failed: {e}\n");
+        }
+        let rates = |o: &[Outcome]| cell(Spread::of(&o.iter().map(Outcome::rate).collect::<Vec<_>>()), 0);
+        let _ = writeln!(md, "| what | value |\n|---|---|");
+        let _ = writeln!(
+            md,
+            "| client_credentials tokens/s, client secret (Basic) | {} |",
+            rates(&a.secret)
+        );
+        let _ = writeln!(
+            md,
+            "| client_credentials tokens/s, private_key_jwt (EdDSA assertion, single-use jti) | {} |",
+            rates(&a.private_key_jwt)
+        );
+        let _ = writeln!(
+            md,
+            "| RSS after the token load / peak, MiB | {} / {} |",
+            opt(a.rss_kib.map(|k| k as f64 / 1024.0), 1),
+            opt(a.peak_rss_kib.map(|k| k as f64 / 1024.0), 1)
+        );
+        let _ = writeln!(
+            md,
+            "| start-up, first start (creates keys and demo data), ms | {} |",
+            opt(a.first_start_ms, 0)
+        );
+        let _ = writeln!(
+            md,
+            "| start-up, restart on its data, ms | {} |",
+            cell(Spread::of(&a.restart_ms), 0)
+        );
+        let _ = writeln!(md, "\n## .wasm sizes\n");
+        for (name, bytes) in &i.wasm_sizes {
+            let _ = writeln!(md, "- {name}: {bytes} bytes ({:.1} KiB)", *bytes as f64 / 1024.0);
+        }
+        let _ = writeln!(md, "\n## Targets (issue 9)\n\n| target | measured | met |\n|---|---|---|");
+        for t in self.targets() {
+            let met = match t.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            };
+            let _ = writeln!(md, "| {} | {} | {met} |", t.name, t.measured);
+        }
+        md
+    }
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    json!({
+        "requests": o.requests,
+        "seconds": o.seconds,
+        "requests_per_second": o.rate(),
+        "errors": o.errors,
+        "non_2xx": o.non_2xx,
+        "latency_us": {
+            "p50": o.latency_us.p50, "p99": o.latency_us.p99,
+            "p999": o.latency_us.p999, "max": o.latency_us.max,
+        },
+    })
+}
+
+fn measurement_json(m: &Measurement) -> Value {
+    json!({
+        "first_200_ms": m.first_200_ms,
+        "saturation": outcome_json(&m.saturation),
+        "fixed_rate": outcome_json(&m.paced),
+        "cpu_us_per_request": m.cpu_us_per_request,
+        "rss_kib": m.rss_kib,
+        "peak_rss_kib": m.peak_rss_kib,
+        "load_average": m.load_average,
+    })
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("–".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// `median` with `(min–max)` when the rounds differ.
+fn cell(s: Option<Spread>, decimals: usize) -> String {
+    match s {
+        None => "–".to_owned(),
+        Some(s) if s.min == s.max => format!("{:.decimals$}", s.median),
+        Some(s) => format!(
+            "{:.decimals$}<br>({:.decimals$}–{:.decimals$})",
+            s.median, s.min, s.max
+        ),
+    }
+}
+
+fn ratio_cell(rps: Option<Spread>, base: Option<f64>) -> String {
+    rps.and_then(|r| ratio(r.median, base?))
+        .map_or("–".to_owned(), |r| format!("{r:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::configs::find;
+    use crate::bench::wrk::Latency;
+
+    fn outcome(rps: f64, p99_us: f64) -> Outcome {
+        Outcome {
+            requests: (rps * 10.0) as u64,
+            seconds: 10.0,
+            errors: 0,
+            non_2xx: 0,
+            latency_us: Latency {
+                p50: p99_us / 2.0,
+                p99: p99_us,
+                p999: p99_us * 2.0,
+                max: p99_us * 3.0,
+            },
+        }
+    }
+
+    fn runs(id: &str, rates: &[f64], p99_us: f64) -> ScenarioRuns {
+        ScenarioRuns {
+            scenario: find(id).unwrap(),
+            rounds: rates
+                .iter()
+                .map(|r| {
+                    Ok(Measurement {
+                        first_200_ms: 100.0,
+                        saturation: outcome(*r, p99_us),
+                        paced: outcome(900.0, 300.0),
+                        cpu_us_per_request: 30.0,
+                        rss_kib: 40_000,
+                        peak_rss_kib: 41_000,
+                        load_average: Some(0.5),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            mode: "test",
+            started_unix: 0,
+            command: "cargo xtask bench".to_owned(),
+            machine: "m".to_owned(),
+            cpus: "c".to_owned(),
+            envoy_version: "e".to_owned(),
+            load_before: Some(0.1),
+            load_after: None,
+            settings: vec![],
+            notes: vec![],
+            wasm_sizes: vec![
+                ("a.wasm".to_owned(), 500_000),
+                ("b.wasm".to_owned(), 2_000_000),
+            ],
+        }
+    }
+
+    #[test]
+    fn ratios_and_targets_come_from_the_medians_of_the_run() {
+        let scenarios = vec![
+            runs("B", &[30_000.0, 31_000.0, 29_000.0], 2000.0),
+            runs("C", &[20_000.0, 21_000.0, 19_000.0], 2000.0),
+            runs("C0", &[9_000.0], 5000.0),
+            runs("D", &[19_500.0, 19_000.0, 100.0], 2100.0),
+        ];
+        let authz = AuthzRuns {
+            secret: vec![outcome(6000.0, 1.0)],
+            peak_rss_kib: Some(60 * 1024),
+            restart_ms: vec![20.0],
+            ..AuthzRuns::default()
+        };
+        let info = info();
+        let r = Report {
+            info: &info,
+            scenarios: &scenarios,
+            authz: &authz,
+        };
+        let t = r.targets();
+        let find_t = |prefix: &str| t.iter().find(|t| t.name.starts_with(prefix)).unwrap();
+        // D's median is 19,000 (not the mean): 19,000 / 20,000 = 0.95.
+        assert_eq!(find_t("D ≥ 0.95").measured, "0.950");
+        assert_eq!(find_t("D ≥ 0.95").met, Some(true));
+        assert_eq!(find_t("D's p99").met, Some(true));
+        assert_eq!(find_t("D ≥ 2 × C0").met, Some(true));
+        assert_eq!(find_t("bearer-auth alone").met, None);
+        assert_eq!(find_t("a.wasm").met, Some(true));
+        assert_eq!(find_t("b.wasm").met, Some(false));
+        assert_eq!(find_t("authz-service ≥ 5,000").met, Some(true));
+        assert_eq!(find_t("authz-service RSS").met, Some(false));
+        let json = r.json();
+        let d = &json["scenarios"][3];
+        assert_eq!(d["ratio_to_C"], json!(0.95));
+        assert_eq!(d["requests_per_second"]["min"], json!(100.0));
+        let md = r.markdown();
+        assert!(md.contains("| **D** ours"), "{md}");
+        assert!(md.contains("19000<br>(100–19500)"), "{md}");
+        assert!(md.contains("| b.wasm ≤ 1 MiB | 2000000 bytes (1.907 MiB) | **no** |"), "{md}");
+    }
+
+    #[test]
+    fn a_failed_round_is_reported_and_left_out_of_the_medians() {
+        let mut d = runs("D", &[10_000.0], 1000.0);
+        d.rounds.push(Err("Envoy exited".to_owned()));
+        let scenarios = vec![d];
+        let info = info();
+        let authz = AuthzRuns::default();
+        let r = Report {
+            info: &info,
+            scenarios: &scenarios,
+            authz: &authz,
+        };
+        let md = r.markdown();
+        assert!(md.contains("(1 round(s) failed)"), "{md}");
+        assert!(md.contains("- D: Envoy exited"), "{md}");
+        assert_eq!(r.json()["scenarios"][0]["requests_per_second"]["median"], json!(10_000.0));
+    }
+}
