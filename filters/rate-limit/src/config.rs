@@ -13,7 +13,7 @@ pub const MAX_TOKENS: u64 = 1 << 32;
 pub const DEFAULT_SLOTS: u32 = 65_536;
 /// Largest table: 2^24 slots (about 860 MB of shared data; see the docs for the formula).
 pub const MAX_SLOTS: u32 = 1 << 24;
-pub const DEFAULT_MAX_CAS_RETRIES: u32 = 32;
+pub const DEFAULT_MAX_CAS_RETRIES: u32 = 100;
 
 #[derive(Debug, Clone)]
 pub struct Config {
