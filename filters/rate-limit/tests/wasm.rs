@@ -2,6 +2,8 @@
 //! configuration refusals, the seed scenario under the test clock, response headers, several VMs
 //! on several OS threads contending for one key, and a million distinct keys.
 
+// The harness runs on the host only.
+#![cfg(not(target_arch = "wasm32"))]
 // Helpers of these tests fail loudly, like the tests themselves (clippy only exempts #[test] fns).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
