@@ -14,7 +14,7 @@ use crate::error::{Error, LogLine, Result};
 use crate::metrics::{MetricValue, Metrics};
 use crate::shared_data::{SharedData, SharedQueues, lock};
 use crate::vm::{Vm, VmState};
-use crate::{hostcalls, wasi};
+use crate::{hostcalls, module_cache, wasi};
 
 /// A compiled filter, checked against the ABI. Compile once (it is the slow part), then make as
 /// many [`Host`]s as there are tests; cloning is cheap.
@@ -46,7 +46,8 @@ impl FilterModule {
     /// WASI set Envoy offers, and any module that lacks the exports the ABI requires.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let engine = Engine::default();
-        let module = Module::new(&engine, bytes).map_err(|e| Error::Load(format!("{e:#}")))?;
+        let module =
+            module_cache::compile(&engine, bytes).map_err(|e| Error::Load(format!("{e:#}")))?;
         check_imports(&module)?;
         for required in [
             "proxy_abi_version_0_2_1",

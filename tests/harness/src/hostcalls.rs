@@ -717,6 +717,7 @@ fn http_call(
             body,
             trailers: Headers(trailers),
             timeout: Duration::from_millis(u64::from(timeout_ms)),
+            dispatched_at_nanos: state.host.clock.now_nanos(),
         },
     );
     ok_or_memory(write_u32(&mut c, ret_token, token))

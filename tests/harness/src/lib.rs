@@ -28,6 +28,7 @@ mod host;
 mod hostcalls;
 mod memory;
 mod metrics;
+mod module_cache;
 mod shared_data;
 mod stream;
 mod types;

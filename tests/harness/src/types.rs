@@ -126,6 +126,8 @@ pub struct Callout {
     pub body: Vec<u8>,
     pub trailers: Headers,
     pub timeout: Duration,
+    /// The host clock (ns since the epoch) when it was dispatched: with `timeout`, its deadline.
+    pub dispatched_at_nanos: u64,
 }
 
 impl Callout {

@@ -275,11 +275,34 @@ impl Vm {
         while let Some(period) = self.tick_period().filter(|p| !p.is_zero() && *p <= left) {
             clock.advance(period);
             left -= period;
+            self.time_out_callouts()?;
             self.tick()?;
             ticks += 1;
         }
         clock.advance(left);
+        self.time_out_callouts()?;
         Ok(ticks)
+    }
+
+    /// Fails (as timed out) every callout whose timeout has passed on the host clock, as Envoy's
+    /// timer would; [`Vm::run_for`] does this as time passes. Returns how many timed out.
+    pub fn time_out_callouts(&mut self) -> Result<usize> {
+        let now = self.store.data().host.clock.now_nanos();
+        let expired: Vec<u32> = self
+            .store
+            .data()
+            .callouts
+            .values()
+            .filter(|c| {
+                let timeout = u64::try_from(c.timeout.as_nanos()).unwrap_or(u64::MAX);
+                c.dispatched_at_nanos.saturating_add(timeout) <= now
+            })
+            .map(|c| c.token)
+            .collect();
+        for token in &expired {
+            self.fail_callout(*token)?;
+        }
+        Ok(expired.len())
     }
 
     /// Sets a property on the root context (seen by streams unless they override it).

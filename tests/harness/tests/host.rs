@@ -194,6 +194,20 @@ fn a_failed_callout_is_delivered_without_headers() {
 }
 
 #[test]
+fn a_callout_times_out_when_the_clock_passes_its_timeout() {
+    let host = host();
+    let mut vm = host.plugin("{}").unwrap();
+    let mut s = vm.http_stream().unwrap();
+    s.request_headers(&get("/callout"), true).unwrap();
+    s.vm().run_for(Duration::from_millis(2499)).unwrap();
+    assert_eq!(s.callouts().len(), 1, "still within its 2.5 s timeout");
+    assert_eq!(s.local_response(), None);
+    s.vm().run_for(Duration::from_millis(1)).unwrap();
+    assert!(s.callouts().is_empty());
+    assert_eq!(s.local_response().unwrap().status, 503);
+}
+
+#[test]
 fn a_callout_to_an_unknown_cluster_is_refused() {
     let host = host();
     host.set_clusters(&["authz"]);
