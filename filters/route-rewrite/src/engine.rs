@@ -63,7 +63,14 @@ impl RuleSet {
     }
 
     pub fn evaluate(&self, request: &dyn RequestHeaders) -> Evaluation {
-        let original = request.get(":path").unwrap_or_default();
+        // Without `:path` (a CONNECT request) there is nothing to rewrite.
+        let Some(original) = request.get(":path") else {
+            return Evaluation {
+                outcome: Outcome::Continue(Rewrite::default()),
+                hits: Vec::new(),
+                error: None,
+            };
+        };
         let (original_path, original_query) = split_query(&original);
         let mut state = State {
             path: original_path.to_string(),

@@ -43,17 +43,18 @@ impl Template {
                     None => return Err("a `\\` at the end escapes nothing".into()),
                 },
                 '$' | '%' => {
-                    let piece = match chars.peek().copied() {
-                        Some(d) if d.is_ascii_digit() => {
+                    let piece = match chars.peek().and_then(|d| d.to_digit(10)) {
+                        Some(digit) => {
                             chars.next();
-                            let n = usize::from(d as u8 - b'0');
+                            // A single digit, as in mod_rewrite: `$10` is `$1` then `0`.
+                            let n = digit as usize;
                             if c == '$' {
                                 Piece::RuleGroup(n)
                             } else {
                                 Piece::CondGroup(n)
                             }
                         }
-                        Some('{') => {
+                        None if chars.peek() == Some(&'{') => {
                             chars.next();
                             let mut name = String::new();
                             loop {

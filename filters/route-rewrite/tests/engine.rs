@@ -397,6 +397,24 @@ fn comments_are_skipped_and_indexes_still_count_them() {
 }
 
 #[test]
+fn a_request_without_path_is_left_alone() {
+    let set = with_upstreams(json!(["^(.*)$ /x$1"]));
+    let mut connect = request("CONNECT", "", &[]);
+    connect.0.remove(":path");
+    let e = set.evaluate(&connect);
+    assert_eq!(rewrite(&e), &Rewrite::default());
+    assert!(e.hits.is_empty());
+    // The same rule does apply to a request with a path.
+    assert_eq!(path(&get(&set, "/a")), Some("/x/a"));
+}
+
+#[test]
+fn dollar_takes_one_digit_like_mod_rewrite() {
+    let set = with_upstreams(json!(["^/(a)$ /$10"]));
+    assert_eq!(path(&get(&set, "/a")), Some("/a0"));
+}
+
+#[test]
 fn empty_configuration_passes_everything() {
     let set = load(b"").unwrap();
     assert!(set.rules().is_empty());
