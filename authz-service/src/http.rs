@@ -26,8 +26,29 @@ pub fn router(authz: Arc<Authz>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/oauth2/token", post(token))
         .merge(crate::flows::web::routes())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(authz)
+}
+
+/// RFC 9457 problem details, for errors no OAuth standard covers.
+pub fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
 async fn healthz() -> Response {
@@ -94,8 +115,18 @@ async fn token(
     State(authz): State<Arc<Authz>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            // Over the body limit (413) or unreadable: an RFC 6749 error, with the right status.
+            tracing::warn!(reason = %rejection.body_text(), "token request refused");
+            let mut r = error_response(&OAuthError::invalid_request(rejection.body_text()));
+            *r.status_mut() = rejection.status();
+            return r;
+        }
+    };
     let header_str = |name: header::HeaderName| {
         headers
             .get(name)

@@ -383,6 +383,15 @@ async fn every_error_code_with_its_status_and_headers() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+
+    // Unknown paths get problem+json.
+    let resp = http().get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
 
     // Failures are logged with their reason, and the service still serves.
     assert!(server.log().contains("invalid_scope"));
