@@ -23,6 +23,9 @@ pub mod tokens;
 pub mod verify;
 pub mod web;
 
+#[cfg(test)]
+mod tests;
+
 use serde::Deserialize;
 
 use crate::storage::Storage;
