@@ -489,3 +489,31 @@ async fn environment_variables_configure_the_service() {
     assert_eq!(claims(token)["aud"], "other-api");
     assert_eq!(header(token)["alg"], "ES256");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_assertion_wins_once_even_when_sent_concurrently() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let a = assertion(&demo_key(&server), "jwt-demo", "bob", TOKEN_AUD, "race-1");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = server.url("/oauth2/token");
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            http()
+                .post(url)
+                .form(&[("grant_type", JWT_BEARER), ("assertion", a.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400, 400, 400, 400, 400, 400, 400]);
+}
