@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::admin::{self, NewClient};
 use crate::client_auth::{AuthMethod, AuthenticatedClient};
-use crate::clock::{Clock, ManualClock};
+use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::form::Form;
