@@ -246,6 +246,17 @@ async fn revoke(server: &Server, token: &str) -> u16 {
         .as_u16()
 }
 
+/// Whether the service logged `needle` (its log is read by another thread: give it a moment).
+async fn logged(server: &Server, needle: &str) -> bool {
+    for _ in 0..50 {
+        if server.log().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 fn start() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
@@ -685,7 +696,7 @@ async fn failed_logins_are_refused_then_throttled() {
         .await;
     assert_eq!(r.status, 429);
     assert!(r.body.contains("Too many failed sign-ins"));
-    assert!(server.log().contains("login failed"));
+    assert!(logged(&server, "login failed").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -751,7 +762,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_grant() {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
-    assert!(server.log().contains("rotated-away refresh token"));
+    assert!(logged(&server, "rotated-away refresh token").await);
     let (status, _) = refresh(&server, &rt2).await;
     assert_eq!(
         status, 400,
