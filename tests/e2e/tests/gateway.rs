@@ -112,16 +112,21 @@ async fn the_three_filters_are_in_the_chain(stack: &Stack) {
             .await
             .unwrap()
     };
+    // In the HTTPS listener's chain (the redirect listener has a router of its own before it).
+    let chain = &dump[dump
+        .find("wasmgate.bearer_auth")
+        .expect("bearer-auth not in the config")..];
     let positions: Vec<usize> = [
         "wasmgate.bearer_auth",
         "wasmgate.rate_limit",
         "wasmgate.route_rewrite",
-        "envoy.filters.http.router\"",
+        "envoy.filters.http.router",
     ]
     .iter()
     .map(|name| {
-        dump.find(name)
-            .unwrap_or_else(|| panic!("{name} not in the config"))
+        chain
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} not in the chain"))
     })
     .collect();
     assert!(positions.is_sorted(), "filter order: {positions:?}");
