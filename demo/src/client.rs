@@ -347,8 +347,9 @@ async fn token_page(
     };
     let content = format!(
         "<h2>Access token</h2>\
-         <textarea id=\"access-token\" readonly rows=\"5\" aria-label=\"Access token\">{tok}</textarea>\
-         <p>Type <code>{tt}</code>, expires in {exp} s, scope <code>{scope}</code>.</p>{refresh}\
+         <textarea id=\"access-token\" rows=\"5\" aria-label=\"Access token\">{tok}</textarea>\
+         <p>Type <code>{tt}</code>, expires in {exp} s, scope <code>{scope}</code>. \
+         Edit it to see how the gateway refuses a bad token.</p>{refresh}\
          <h2>Decoded</h2><pre id=\"token-header\">{header}</pre><pre id=\"claims\">{claims}</pre>\
          <h2>Call the API through the gateway</h2>\
          <p><button type=\"button\" class=\"call\" id=\"call-notes\" data-path=\"/api/notes\">Call /api/notes</button>\

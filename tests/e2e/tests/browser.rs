@@ -265,6 +265,12 @@ impl Browser {
         .await;
     }
 
+    async fn clear(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call("POST", &format!("/element/{e}/clear"), None)
+            .await;
+    }
+
     async fn text(&self, css: &str) -> String {
         let e = self.find(css).await;
         self.call("GET", &format!("/element/{e}/text"), None)
@@ -479,9 +485,30 @@ async fn the_demo_in_a_real_browser() {
     assert!(b.try_find("#access-token").await.is_none());
     b.screenshot("denied").await;
 
+    // Client credentials from the home page: the app's own token, then /protected with it, then
+    // a spoiled token, which the gateway refuses with RFC 6750's 401 and the page shows.
+    b.goto(&format!("{origin}/")).await;
+    b.click("#start-client-credentials").await;
+    let claims = b.text("#claims").await;
+    assert!(claims.contains("\"sub\": \"123\""), "{claims}");
+    b.screenshot("client-credentials").await;
+    b.click("#call-protected").await;
+    let protected = b
+        .wait_text("#api-result", |t| {
+            !t.is_empty() && !t.starts_with("Calling")
+        })
+        .await;
+    assert!(protected.starts_with("200"), "{protected}");
+    b.clear("#access-token").await;
+    b.type_into("#access-token", "not-a-token").await;
+    b.click("#call-notes").await;
+    let refused = b.wait_text("#api-result", |t| t.starts_with("401")).await;
+    assert!(refused.contains("www-authenticate: Bearer"), "{refused}");
+    b.screenshot("api-401").await;
+
     b.quit().await;
     drop(b);
     assert_eq!(stack.crashed(), None, "a process of the stack crashed");
     let saved = std::fs::read_dir(&shots).unwrap().count();
-    assert_eq!(saved, 7, "one screenshot per page in {}", shots.display());
+    assert_eq!(saved, 9, "one screenshot per page in {}", shots.display());
 }
