@@ -847,3 +847,49 @@ async fn introspection_and_revocation() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_exchanges_of_one_code_give_one_token() {
+    let (_dir, server) = start();
+    let mut ua = Agent::new(&server);
+    let code = ua.code(&[]).await;
+    // Eight clients race with the same code, each on its own task and connection.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = server.url("/oauth2/token");
+            let code = code.clone();
+            tokio::spawn(async move {
+                let r = http()
+                    .post(url)
+                    .basic_auth("123", Some("secret"))
+                    .form(&[
+                        ("grant_type", "authorization_code"),
+                        ("code", code.as_str()),
+                        ("redirect_uri", REDIRECT),
+                        ("code_verifier", VERIFIER),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s != 200)
+            .all(|(s, b)| *s == 400 && b["error"] == "invalid_grant")
+    );
+    // The reuse revoked what the winner got.
+    let (_, winner) = results.iter().find(|(s, _)| *s == 200).unwrap();
+    let at = winner["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&server, at).await["active"], false);
+}
