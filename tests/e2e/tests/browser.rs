@@ -475,9 +475,15 @@ async fn the_demo_in_a_real_browser() {
     b.goto(&format!("{origin}/")).await;
     b.click("#start-code").await;
     b.wait_for_path(&origin, "/login?").await;
+    // Keyboard only this time: the username field has focus, Tab moves on, Enter submits.
+    let focused = b.call("GET", "/element/active", None).await;
+    assert_eq!(
+        focused[ELEMENT].as_str(),
+        Some(b.find("#username").await.as_str()),
+        "the username field has focus on load"
+    );
     b.type_into("#username", "bob").await;
-    b.type_into("#password", "secret").await;
-    b.click("#sign-in").await;
+    b.type_into("#password", "secret\u{E007}").await;
     b.wait_for_path(&origin, "/consent?").await;
     b.click("#deny").await;
     b.wait_for_path(&origin, "/callback?").await;
