@@ -452,6 +452,9 @@ fn maybe_fetch(state: &mut VmState, now: u64) {
 }
 
 fn finish_fetch(state: &mut VmState, body_size: usize, now: u64) {
+    // Whoever asked for a fetch meanwhile is answered by this one: its waiters see the attempt
+    // count move.
+    state.wanted = None;
     let Some(refresher) = &state.refresher else {
         return;
     };

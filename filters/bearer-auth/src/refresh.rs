@@ -421,6 +421,22 @@ mod tests {
     }
 
     #[test]
+    fn two_vms_creating_the_record_at_once_cannot_both_win() {
+        // Neither VM ran `ensure_state`: both see no record and race to create it.
+        let store = MemoryStore::default();
+        let a = Refresher::new(&cfg(), 1);
+        let b = Refresher::new(&cfg(), 2);
+        let (mut sa, cas_a) = a.read(&store);
+        assert_eq!(cas_a, None);
+        assert_eq!(b.try_acquire(&store, Why::Periodic, 0), Acquire::Acquired);
+        sa.lease_owner = 1;
+        sa.lease_until_ms = 9_999;
+        // a's create-write must not overwrite b's lease.
+        assert_eq!(a.write(&store, &sa, cas_a), Err(StoreError::CasMismatch));
+        assert_eq!(a.try_acquire(&store, Why::Periodic, 0), Acquire::Busy);
+    }
+
+    #[test]
     fn garbage_state_is_read_as_fresh() {
         let (store, a, _) = pair();
         store.set(&a.state_key, b"\xff not json", None).unwrap();
