@@ -13,6 +13,7 @@ use crate::service::Authz;
 use crate::storage::{SqliteStorage, User};
 
 use super::authorize::{self, AuthorizationRequest};
+use super::login::{self, LoginError};
 use super::{code_grant, introspect, pkce, refresh_grant, session, web};
 
 const NOW: i64 = 1_800_000_000;
@@ -194,4 +195,58 @@ fn sessions_and_pending_requests_expire() {
     let cookie = set.split(';').next().unwrap().to_string();
     f.authz.storage.delete_user("bob").unwrap();
     assert_eq!(session::current(&f.authz, Some(&cookie)), None);
+}
+
+#[test]
+fn failed_logins_are_throttled_per_user_and_per_address() {
+    let clock = Arc::new(ManualClock::new(NOW));
+    let mut config = Config::default();
+    config.browser.login_failure_limit = 3;
+    config.browser.login_ip_failure_limit = 4;
+    let authz = Authz::with_parts(
+        config,
+        Arc::new(SqliteStorage::in_memory().unwrap()),
+        clock.clone(),
+    )
+    .unwrap();
+    for name in ["bob", "alice"] {
+        authz
+            .storage
+            .insert_user(&User {
+                username: name.into(),
+                password_hash: crate::secrets::hash_password("secret").unwrap(),
+                created_at: NOW,
+            })
+            .unwrap();
+    }
+    let ip1 = Some("10.0.0.1".parse().unwrap());
+    let ip2 = Some("10.0.0.2".parse().unwrap());
+    // Per user: three failures for bob, from different addresses, lock bob everywhere.
+    for ip in [ip1, ip2, None] {
+        assert_eq!(
+            login::check(&authz, "bob", "wrong", ip),
+            Err(LoginError::BadCredentials)
+        );
+    }
+    assert!(matches!(
+        login::check(&authz, "bob", "secret", ip2),
+        Err(LoginError::Throttled(_))
+    ));
+    // ... but not alice.
+    assert_eq!(login::check(&authz, "alice", "secret", ip2), Ok(()));
+    // Per address: guessing many names from ip1 locks ip1 (its 4th failure counts bob's one).
+    for name in ["carol", "dave", "erin"] {
+        assert_eq!(
+            login::check(&authz, name, "x", ip1),
+            Err(LoginError::BadCredentials)
+        );
+    }
+    assert!(matches!(
+        login::check(&authz, "alice", "secret", ip1),
+        Err(LoginError::Throttled(_))
+    ));
+    assert_eq!(login::check(&authz, "alice", "secret", ip2), Ok(()));
+    // The window passes.
+    clock.advance(authz.config.browser.login_failure_window_secs);
+    assert_eq!(login::check(&authz, "bob", "secret", ip1), Ok(()));
 }
