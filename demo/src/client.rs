@@ -65,13 +65,16 @@ fn http_client() -> reqwest::Client {
 pub fn router(public_url: String) -> Router {
     let public_url = public_url.trim_end_matches('/').to_string();
     let env = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
-    let demo = Arc::new(Demo {
+    routes(Demo {
         token_url: env("DEMO_TOKEN_URL", &format!("{public_url}/oauth2/token")),
         client_id: env("DEMO_CLIENT_ID", "123"),
         client_secret: env("DEMO_CLIENT_SECRET", "secret"),
         http: http_client(),
         public_url,
-    });
+    })
+}
+
+fn routes(demo: Demo) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/start", get(start))
@@ -80,7 +83,7 @@ pub fn router(public_url: String) -> Router {
         .route("/jwt-bearer", post(jwt_bearer))
         .route("/demo.js", get(script))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(demo)
+        .with_state(Arc::new(demo))
 }
 
 /// A page with the headers every demo page carries: no framing, scripts only from us.
@@ -479,5 +482,182 @@ mod tests {
         );
         assert_eq!(flow_cookie(&h), Some(("st".into(), "ver".into())));
         assert_eq!(flow_cookie(&HeaderMap::new()), None);
+    }
+
+    /// A stand-in token endpoint: records each request's Authorization header and form, and
+    /// answers `status` with `body`.
+    async fn token_endpoint(
+        status: u16,
+        body: Value,
+    ) -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = Router::new().route(
+            "/token",
+            post(move |headers: HeaderMap, form: String| {
+                let record = record.clone();
+                let body = body.clone();
+                async move {
+                    let auth = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    record.lock().unwrap().push((auth, form));
+                    (StatusCode::from_u16(status).unwrap(), body.to_string())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    /// The demo pages on a free port, exchanging codes at `token_url`.
+    async fn demo(token_url: String) -> String {
+        let app = routes(Demo {
+            public_url: "https://gw.test".into(),
+            token_url,
+            client_id: "123".into(),
+            client_secret: "secret".into(),
+            http: reqwest::Client::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    fn browser() -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
+    fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+        let q = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("%3A", ":").replace("%2F", "/")))
+            .collect()
+    }
+
+    fn jwt(claims: &str) -> String {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"at+jwt"}"#);
+        format!("{h}.{}.sig", URL_SAFE_NO_PAD.encode(claims))
+    }
+
+    #[tokio::test]
+    async fn start_then_callback_exchanges_the_code_with_the_verifier() {
+        let token = jwt(r#"{"sub":"bob","client_id":"123"}"#);
+        let (token_url, seen) = token_endpoint(
+            200,
+            serde_json::json!({"access_token": token, "token_type": "Bearer",
+                               "expires_in": 3600, "scope": "demo", "refresh_token": "r"}),
+        )
+        .await;
+        let base = demo(token_url).await;
+        let b = browser();
+
+        let r = b.get(format!("{base}/start")).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        assert!(
+            location.starts_with("https://gw.test/oauth2/authorize?"),
+            "{location}"
+        );
+        let q = query_of(&location);
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["redirect_uri"], "https://gw.test/callback");
+        assert_eq!(q["code_challenge_method"], "S256");
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        for attr in ["HttpOnly", "Secure", "SameSite=Lax"] {
+            assert!(cookie.contains(attr), "{cookie}");
+        }
+        let pair = cookie.split(';').next().unwrap().to_string();
+        let (state, verifier) = pair
+            .trim_start_matches("__Host-demo-flow=")
+            .split_once('.')
+            .unwrap();
+        assert_eq!(q["state"], state);
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        assert_eq!(q["code_challenge"], challenge, "S256 of the kept verifier");
+
+        let r = b
+            .get(format!(
+                "{base}/callback?code=the-code&state={state}&iss=https%3A%2F%2Fgw.test"
+            ))
+            .header(header::COOKIE, &pair)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(page.contains("&quot;sub&quot;: &quot;bob&quot;"), "{page}");
+        assert!(page.contains("id=\"call-notes\""));
+        let (auth, form) = seen.lock().unwrap()[0].clone();
+        assert_eq!(
+            auth, "Basic MTIzOnNlY3JldA==",
+            "client_secret_basic for 123:secret"
+        );
+        assert!(form.contains("grant_type=authorization_code"), "{form}");
+        assert!(form.contains("code=the-code"), "{form}");
+        assert!(
+            form.contains(&format!("code_verifier={verifier}")),
+            "{form}"
+        );
+        assert!(
+            form.contains("redirect_uri=https%3A%2F%2Fgw.test%2Fcallback"),
+            "{form}"
+        );
+    }
+
+    #[tokio::test]
+    async fn callback_refuses_foreign_responses_and_shows_errors() {
+        let (token_url, seen) = token_endpoint(
+            400,
+            serde_json::json!({"error": "invalid_grant", "error_description": "spent"}),
+        )
+        .await;
+        let base = demo(token_url).await;
+        let b = browser();
+        let get = |path: &str, cookie: Option<&str>| {
+            let mut req = b.get(format!("{base}{path}"));
+            if let Some(c) = cookie {
+                req = req.header(header::COOKIE, c);
+            }
+            req.send()
+        };
+        let cookie = Some("__Host-demo-flow=st.verifier");
+        // No flow started in this browser, another state, another issuer: refused, no exchange.
+        for (path, cookie) in [
+            ("/callback?code=c&state=st", None),
+            ("/callback?code=c&state=other", cookie),
+            (
+                "/callback?code=c&state=st&iss=https%3A%2F%2Fevil.test",
+                cookie,
+            ),
+            ("/callback?state=st", cookie),
+        ] {
+            let r = get(path, cookie).await.unwrap();
+            assert_eq!(r.status(), 400, "{path}");
+        }
+        assert!(seen.lock().unwrap().is_empty(), "nothing was exchanged");
+        // An error from the authorization server is shown.
+        let r = get(
+            "/callback?error=access_denied&error_description=no&state=st&iss=https%3A%2F%2Fgw.test",
+            cookie,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains(">access_denied<"));
+        // A refused exchange shows the token endpoint's answer.
+        let r = get("/callback?code=c&state=st", cookie).await.unwrap();
+        assert_eq!(r.status(), 502);
+        assert!(r.text().await.unwrap().contains("invalid_grant"));
     }
 }
