@@ -121,6 +121,8 @@ impl Stack {
             "--public-url",
             &e.public_url,
         ]);
+        // It exchanges codes at the gateway's token endpoint, over TLS with the dev CA.
+        client.env("DEMO_CA_CERT", &stack.certs.ca_cert);
         stack.spawn("demo-client", client, options.echo)?;
 
         let mut authz = Command::new(bin_dir().join("authz-service"));
@@ -134,6 +136,9 @@ impl Stack {
             ])
             .arg(stack.run_dir.join("authz-data"))
             .arg("--demo")
+            // Only Envoy reaches it (loopback), and Envoy sets X-Forwarded-For from the peer
+            // address, so the client IP it carries is the one to throttle failed logins by.
+            .arg("--trust-forwarded-for")
             .args(&options.authz_args);
         stack.spawn("authz", authz, options.echo)?;
 
