@@ -168,6 +168,12 @@ impl Host {
     /// A fresh host for `module`: empty shared data, no metrics, the clock at
     /// 2026-01-01T00:00:00Z, property `plugin_name` = `wasmgate`.
     pub fn new(module: &FilterModule) -> Self {
+        Self::with_clock(module, Clock::default())
+    }
+
+    /// A fresh host reading `clock`: hosts of different filters (plugins) in one test share a
+    /// clock as Envoy's plugins share real time, e.g. to drive a whole filter chain.
+    pub fn with_clock(module: &FilterModule, clock: Clock) -> Self {
         let mut properties = HashMap::new();
         properties.insert("plugin_name".to_owned(), b"wasmgate".to_vec());
         properties.insert("plugin_root_id".to_owned(), Vec::new());
@@ -178,7 +184,7 @@ impl Host {
                 shared_data: SharedData::default(),
                 queues: SharedQueues::default(),
                 metrics: Metrics::default(),
-                clock: Clock::default(),
+                clock,
                 logs: Mutex::new(Vec::new()),
                 properties: Mutex::new(properties),
                 settings: Mutex::new(Settings {
