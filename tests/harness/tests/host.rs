@@ -143,6 +143,21 @@ fn both_clocks_read_the_test_clock() {
 }
 
 #[test]
+fn wasi_stdout_stderr_and_environment() {
+    let host = host();
+    host.set_environment(&[("FIXTURE_GREETING", "hello"), ("OTHER", "x")]);
+    let mut vm = host.plugin("{}").unwrap();
+    let mut s = vm.http_stream().unwrap();
+    s.request_headers(&get("/wasi"), true).unwrap();
+    assert_eq!(s.request().header("x-env"), Some("hello"));
+    assert!(
+        host.logs_at(LogLevel::Info)
+            .contains(&"fixture: to stdout".to_owned())
+    );
+    assert_eq!(host.logs_at(LogLevel::Error), ["fixture: to stderr"]);
+}
+
+#[test]
 fn a_callout_pauses_the_request_and_its_answer_resumes_it() {
     let host = host();
     let mut vm = host.plugin("{}").unwrap();

@@ -13,6 +13,7 @@
 //! - `/props`   copies properties into `x-prop-*` request headers.
 //! - `/upper`   buffers the request body and upper-cases it; the response body too.
 //! - `/time`    reports the WASI clock and the proxy-wasm clock in request headers.
+//! - `/wasi`    writes to stdout and stderr and reads an environment variable.
 //! - `/panic`   panics (to test that a trap is reported with the panic message).
 //!
 //! This is not a filter of the product; it is never deployed.
@@ -277,6 +278,14 @@ impl HttpContext for Stream {
                 let proxy = proxy_wasm::hostcalls::get_current_time().map_or(0, nanos_since_epoch);
                 self.set_http_request_header("x-wasi-time", Some(&wasi.to_string()));
                 self.set_http_request_header("x-proxy-time", Some(&proxy.to_string()));
+                Action::Continue
+            }
+            "/wasi" => {
+                // WASI stdout/stderr and the environment, as std uses them.
+                println!("fixture: to stdout");
+                eprintln!("fixture: to stderr");
+                let greeting = std::env::var("FIXTURE_GREETING").unwrap_or_default();
+                self.set_http_request_header("x-env", Some(&greeting));
                 Action::Continue
             }
             "/panic" => fixture_panic(),
