@@ -143,6 +143,27 @@ fn both_clocks_read_the_test_clock() {
 }
 
 #[test]
+fn metrics_are_shared_by_the_vms_of_a_host_and_readable_by_the_filter() {
+    let host = host();
+    let mut vms = [host.plugin("{}").unwrap(), host.plugin("{}").unwrap()];
+    let mut totals = Vec::new();
+    for i in [0, 1, 0] {
+        let mut s = vms[i].http_stream().unwrap();
+        s.request_headers(&get("/count"), true).unwrap();
+        totals.push(s.request().header("x-requests-total").unwrap().to_owned());
+    }
+    assert_eq!(totals, ["1", "2", "3"]);
+    assert_eq!(
+        host.metric("fixture_requests_total"),
+        Some(MetricValue::Counter(3))
+    );
+    assert_eq!(
+        host.metric("fixture_body_bytes"),
+        Some(MetricValue::Histogram(vec![]))
+    );
+}
+
+#[test]
 fn wasi_stdout_stderr_and_environment() {
     let host = host();
     host.set_environment(&[("FIXTURE_GREETING", "hello"), ("OTHER", "x")]);

@@ -219,6 +219,9 @@ impl HttpContext for Stream {
             "/count" => {
                 let retries = cas_add("fixture.count", 1);
                 self.set_http_request_header("x-cas-retries", Some(&retries.to_string()));
+                // Reads the counter back through the host (proxy_get_metric).
+                let total = proxy_wasm::hostcalls::get_metric(self.requests_metric).unwrap_or(0);
+                self.set_http_request_header("x-requests-total", Some(&total.to_string()));
                 Action::Continue
             }
             "/bucket" => {
