@@ -140,6 +140,11 @@ struct Stream {
     body_metric: u32,
 }
 
+/// The CAS used to create a missing key. A set on a missing key succeeds whatever the CAS, but a
+/// second VM that also saw the key missing must not overwrite the first one's value: with CAS 0
+/// it would (an unconditional write), with a non-zero CAS it gets `CasMismatch` and retries.
+const CREATE_CAS: u32 = u32::MAX;
+
 /// Adds `delta` to the little-endian u64 under `key`, retrying on CAS mismatch as every real
 /// filter must. Returns how many retries it took.
 fn cas_add(key: &str, delta: u64) -> u64 {
@@ -148,7 +153,8 @@ fn cas_add(key: &str, delta: u64) -> u64 {
         let (bytes, cas) = proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None));
         let current = bytes.as_deref().map_or(0, read_u64);
         let next = current.wrapping_add(delta).to_le_bytes();
-        match proxy_wasm::hostcalls::set_shared_data(key, Some(&next), cas) {
+        let cas = cas.unwrap_or(CREATE_CAS);
+        match proxy_wasm::hostcalls::set_shared_data(key, Some(&next), Some(cas)) {
             Err(Status::CasMismatch) => retries += 1,
             _ => return retries,
         }
@@ -184,7 +190,9 @@ impl Stream {
             };
             let mut state = tokens.to_le_bytes().to_vec();
             state.extend_from_slice(&now.to_le_bytes());
-            match proxy_wasm::hostcalls::set_shared_data("fixture.bucket", Some(&state), cas) {
+            let cas = cas.unwrap_or(CREATE_CAS);
+            match proxy_wasm::hostcalls::set_shared_data("fixture.bucket", Some(&state), Some(cas))
+            {
                 Err(Status::CasMismatch) => continue,
                 _ => return allowed,
             }
