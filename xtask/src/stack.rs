@@ -32,6 +32,9 @@ pub struct StackOptions {
     pub echo: Echo,
     /// Name of the run directory under `.run/` holding the rendered config, data and logs.
     pub run_name: String,
+    /// Keep the authz-service's data (database, keys, registered clients) from the last run
+    /// instead of starting from an empty run directory.
+    pub keep_data: bool,
 }
 
 impl StackOptions {
@@ -44,6 +47,7 @@ impl StackOptions {
             authz_args: Vec::new(),
             echo: Echo::Console,
             run_name: "up".to_owned(),
+            keep_data: true,
         }
     }
 
@@ -58,6 +62,7 @@ impl StackOptions {
             authz_args: Vec::new(),
             echo: Echo::Quiet,
             run_name: format!("test-{test_name}-{}-{n}", std::process::id()),
+            keep_data: false,
         }
     }
 
@@ -93,7 +98,9 @@ impl Stack {
             None => free_endpoints()?,
         };
         let run_dir = run_dir().join(&options.run_name);
-        let _ = fs::remove_dir_all(&run_dir);
+        if !options.keep_data {
+            let _ = fs::remove_dir_all(&run_dir);
+        }
         fs::create_dir_all(&run_dir)?;
         check_artifacts(&endpoints)?;
 
