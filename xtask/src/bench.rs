@@ -13,6 +13,7 @@ mod cpus;
 mod http;
 mod measure;
 mod procstat;
+mod profile;
 mod report;
 mod stats;
 mod upstream;
@@ -65,6 +66,9 @@ pub struct BenchArgs {
     /// Use what is built already (target/release, or WASMGATE_BIN_DIR and WASMGATE_WASM_DIR).
     #[arg(long)]
     no_build: bool,
+    /// Also profile these configurations with perf (e.g. `--profile D,C`): profile-<id>.txt.
+    #[arg(long, value_delimiter = ',')]
+    profile: Vec<String>,
     /// Where to write latest.json and latest.md [default: bench/results].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -80,6 +84,7 @@ pub struct Options {
     pub paced: Paced,
     pub connections: u32,
     pub scenarios: Vec<Scenario>,
+    pub profile: Vec<Scenario>,
     pub authz: bool,
     pub build: bool,
     pub bin_dir: PathBuf,
@@ -94,13 +99,7 @@ const PACED_DELAY_MS: u32 = 10;
 
 impl Options {
     pub fn from_args(args: &BenchArgs) -> Result<Self> {
-        let mut scenarios = Vec::new();
-        for id in &args.only {
-            scenarios.push(configs::find(id).with_context(|| {
-                let ids: Vec<&str> = SCENARIOS.iter().map(|s| s.id).collect();
-                format!("unknown configuration `{id}`; known: {}", ids.join(", "))
-            })?);
-        }
+        let mut scenarios = find_all(&args.only)?;
         if scenarios.is_empty() {
             scenarios = SCENARIOS.to_vec();
         }
@@ -111,7 +110,7 @@ impl Options {
             Ok(Duration::from_secs_f64(s))
         };
         let (rounds, duration, warmup, paced) = if args.smoke {
-            (1, 1.0, 0.3, 1.0)
+            (1, 1.0, 1.0, 1.0)
         } else {
             (args.rounds, args.duration, args.warmup, args.paced_duration)
         };
@@ -133,6 +132,7 @@ impl Options {
             },
             connections: args.connections,
             scenarios,
+            profile: find_all(&args.profile)?,
             authz: !args.skip_authz,
             build: !args.no_build,
             bin_dir: if args.no_build {
@@ -152,11 +152,31 @@ impl Options {
     }
 }
 
+fn find_all(ids: &[String]) -> Result<Vec<Scenario>> {
+    ids.iter()
+        .map(|id| {
+            configs::find(id).with_context(|| {
+                let ids: Vec<&str> = SCENARIOS.iter().map(|s| s.id).collect();
+                format!("unknown configuration `{id}`; known: {}", ids.join(", "))
+            })
+        })
+        .collect()
+}
+
 /// `cargo xtask bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let options = Options::from_args(args)?;
     let report = run_with(&options)?;
     println!("\n{}", report.markdown);
+    let targets = report.json["targets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let met = targets
+        .iter()
+        .filter(|t| t["met"] == Value::Bool(true))
+        .count();
+    println!("targets met: {met} of {}", targets.len());
     println!(
         "report: {} and {}",
         options.out_dir.join("latest.md").display(),
@@ -313,14 +333,30 @@ pub fn run_with(options: &Options) -> Result<Written> {
             runs.rounds.push(outcome.map_err(|e| format!("{e:#}")));
         }
     }
+    for s in &options.profile {
+        let path = run_dir.join(format!("{}.yaml", s.id));
+        fs::write(&path, configs::render(s, &values, &filters)?)?;
+        fs::create_dir_all(&options.out_dir)?;
+        let out = options.out_dir.join(format!("profile-{}.txt", s.id));
+        match profile::profile(s, &path, &settings, &run_dir, &out) {
+            Ok(summary) => println!("bench: {}\n{summary}", out.display()),
+            Err(e) => eprintln!("bench: profile of {}: FAILED: {e:#}", s.id),
+        }
+    }
     drop(gateway_authz);
 
-    if options.authz {
-        if let Err(e) = measure_authz(options, &authz_bin, &run_dir, plan, &script, &mut authz_runs)
-        {
-            eprintln!("bench: authz-service: FAILED: {e:#}");
-            authz_runs.error = Some(format!("{e:#}"));
-        }
+    if options.authz
+        && let Err(e) = measure_authz(
+            options,
+            &authz_bin,
+            &run_dir,
+            plan,
+            &script,
+            &mut authz_runs,
+        )
+    {
+        eprintln!("bench: authz-service: FAILED: {e:#}");
+        authz_runs.error = Some(format!("{e:#}"));
     }
 
     let info = RunInfo {
@@ -330,7 +366,13 @@ pub fn run_with(options: &Options) -> Result<Written> {
         machine: machine(),
         cpus: plan.describe(),
         envoy_version: output(Command::new(&envoy).arg("--version"))
-            .map(|v| v.trim().to_owned())
+            .map(|v| {
+                // `<path>  version: <sha>/<release>/...`: the path says nothing about the build.
+                let v = v.trim();
+                v.split_once("version: ")
+                    .map_or(v, |(_, rest)| rest)
+                    .to_owned()
+            })
             .unwrap_or_default(),
         load_before,
         load_after: procstat::load_average(),
@@ -386,10 +428,8 @@ pub fn run_with(options: &Options) -> Result<Written> {
     )?;
     fs::write(options.out_dir.join("latest.md"), &markdown)?;
     // The run's logs and configs are only useful when something failed.
-    let failed = results
-        .iter()
-        .any(|r| r.rounds.iter().any(Result::is_err))
-        || authz_runs.error.is_some();
+    let failed =
+        results.iter().any(|r| r.rounds.iter().any(Result::is_err)) || authz_runs.error.is_some();
     if !failed {
         let _ = fs::remove_dir_all(&run_dir);
     } else {
@@ -423,8 +463,7 @@ fn measure_authz(
     for round in 0..options.rounds {
         let log = run_dir.join(format!("authz-bench-{}.log", round + 1));
         let service = authz::start(binary, port, &issuer, &data_dir, plan.server, &log)?;
-        runs.restart_ms
-            .push(service.startup.as_secs_f64() * 1000.0);
+        runs.restart_ms.push(service.startup.as_secs_f64() * 1000.0);
         authz::token_load(
             &service,
             authz::Method::Secret,
@@ -562,7 +601,7 @@ mod tests {
         assert_eq!(ids, ["B", "D"]);
         assert!(Options::from_args(&args(&["--only", "Z"])).is_err());
         assert!(Options::from_args(&args(&["--rounds", "0"])).is_err());
-        assert!(Options::from_args(&args(&["--duration", "-1"])).is_err());
+        assert!(Options::from_args(&args(&["--duration", "0"])).is_err());
     }
 
     /// The smoke mode end to end against the real things (Envoy, nginx, wrk, the authz-service,
@@ -593,10 +632,14 @@ mod tests {
         assert_eq!(authz["private_key_jwt_rounds"][0]["errors"], 0, "{authz}");
         assert!(authz["peak_rss_kib"].as_u64().unwrap() > 0);
         let md = fs::read_to_string(out.join("latest.md")).unwrap();
-        assert!(md.contains("| **D** ours") && md.contains("## Targets"), "{md}");
+        assert!(
+            md.contains("| **D** ours") && md.contains("## Targets"),
+            "{md}"
+        );
         let json: Value =
             serde_json::from_str(&fs::read_to_string(out.join("latest.json")).unwrap()).unwrap();
-        assert_eq!(json, written.json);
+        assert_eq!(json["mode"], "smoke");
+        assert_eq!(json["scenarios"].as_array().unwrap().len(), SCENARIOS.len());
         fs::remove_dir_all(&out).unwrap();
     }
 

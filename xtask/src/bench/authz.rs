@@ -46,7 +46,13 @@ pub fn start(
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = pinned(cpu, binary);
     command
-        .args(["--listen", &addr.to_string(), "--issuer", issuer, "--data-dir"])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--issuer",
+            issuer,
+            "--data-dir",
+        ])
         .arg(data_dir)
         .arg("--demo")
         .env("RUST_LOG", "warn");
@@ -157,7 +163,11 @@ pub fn check_assertion_body(authz: &Authz, body: &str) -> Result<()> {
         Duration::from_secs(10),
     )?;
     if r.status != 200 {
-        bail!("a private_key_jwt token request got {}: {}", r.status, r.body);
+        bail!(
+            "a private_key_jwt token request got {}: {}",
+            r.status,
+            r.body
+        );
     }
     Ok(())
 }

@@ -63,11 +63,7 @@ pub const SCENARIOS: [Scenario; 10] = [
     )),
     with_token(Scenario {
         jwt_cache: false,
-        ..scenario(
-            "C0",
-            "as C, jwt_authn without cache (its default)",
-            "C",
-        )
+        ..scenario("C0", "as C, jwt_authn without cache (its default)", "C")
     }),
     with_token(scenario(
         "D",
@@ -97,7 +93,10 @@ pub const SCENARIOS: [Scenario; 10] = [
 ];
 
 pub fn find(id: &str) -> Option<Scenario> {
-    SCENARIOS.iter().copied().find(|s| s.id.eq_ignore_ascii_case(id))
+    SCENARIOS
+        .iter()
+        .copied()
+        .find(|s| s.id.eq_ignore_ascii_case(id))
 }
 
 pub fn bench_dir() -> PathBuf {
@@ -202,7 +201,7 @@ pub fn render(scenario: &Scenario, values: &Values, filters: &FilterConfigs) -> 
     let jwt_cache = if scenario.jwt_cache {
         "jwt_cache_config: { jwt_cache_size: 1024 }"
     } else {
-        "# no jwt_cache_config: jwt_authn's default"
+        "# jwt_authn's default: no token cache"
     };
     let vars: BTreeMap<String, String> = [
         ("LISTEN_PORT", values.listen_port.to_string()),
@@ -255,12 +254,18 @@ mod tests {
     #[test]
     fn envoy_validates_every_rendered_configuration() {
         let envoy = xtask::envoy::envoy_binary();
-        let dir = std::env::temp_dir().join(format!("wasmgate-bench-validate-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("wasmgate-bench-validate-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let filters = FilterConfigs::load("http://127.0.0.1:10001").unwrap();
+        // Envoy checks the .wasm files exist: the built filters (the test command builds them).
+        let values = Values {
+            wasm_dir: xtask::paths::wasm_dir(),
+            ..values()
+        };
         for s in SCENARIOS {
             let path = dir.join(format!("{}.yaml", s.id));
-            fs::write(&path, render(&s, &values(), &filters).unwrap()).unwrap();
+            fs::write(&path, render(&s, &values, &filters).unwrap()).unwrap();
             let out = std::process::Command::new(&envoy)
                 .args(["--mode", "validate", "--disable-hot-restart", "-c"])
                 .arg(&path)

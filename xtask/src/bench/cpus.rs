@@ -36,7 +36,9 @@ impl Plan {
 
     pub fn describe(&self) -> String {
         match (self.server, self.load) {
-            (Some(s), Some(l)) => format!("server on CPU {s}, load generator and upstream on CPU {l}"),
+            (Some(s), Some(l)) => {
+                format!("server on CPU {s}, load generator and upstream on CPU {l}")
+            }
             _ => "not pinned (fewer than two usable CPUs)".to_owned(),
         }
     }

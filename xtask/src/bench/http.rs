@@ -122,10 +122,21 @@ mod tests {
                 .unwrap();
             req
         });
-        let r = request(addr, "POST", "/x", &[("a", "b")], "hi", Duration::from_secs(5)).unwrap();
+        let r = request(
+            addr,
+            "POST",
+            "/x",
+            &[("a", "b")],
+            "hi",
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!((r.status, r.body.as_str()), (201, "ok"));
         let req = server.join().unwrap();
         assert!(req.starts_with("POST /x HTTP/1.1\r\n"), "{req}");
-        assert!(req.contains("a: b\r\n") && req.ends_with("\r\n\r\nhi"), "{req}");
+        assert!(
+            req.contains("a: b\r\n") && req.ends_with("\r\n\r\nhi"),
+            "{req}"
+        );
     }
 }

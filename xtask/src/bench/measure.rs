@@ -70,10 +70,7 @@ impl Settings {
     fn load(&self, duration: Duration, connections: u32, delay_ms: Option<u32>) -> Load {
         Load {
             url: format!("http://127.0.0.1:{}{PATH}", self.listen_port),
-            headers: vec![(
-                "authorization".to_owned(),
-                format!("Bearer {}", self.token),
-            )],
+            headers: vec![("authorization".to_owned(), format!("Bearer {}", self.token))],
             connections,
             duration,
             delay_ms,
@@ -92,20 +89,7 @@ pub fn measure(
     run_dir: &Path,
     label: &str,
 ) -> Result<Measurement> {
-    let mut command = pinned(settings.cpus.server, &settings.envoy);
-    command
-        .arg("-c")
-        .arg(config)
-        .args(["--concurrency", "1", "--disable-hot-restart"])
-        .args(["--log-level", "warn"]);
-    let log = run_dir.join(format!("envoy-{label}.log"));
-    let started = Instant::now();
-    let mut envoy = ManagedProcess::spawn("envoy", command, &log, Echo::Quiet)?;
-    let first_200 = wait_for_200(&mut envoy, settings, started)?;
-    check_policy(scenario, settings)?;
-
-    let warmup = settings.load(settings.warmup, settings.connections, None);
-    wrk::run(&warmup, &settings.wrk_script).context("warm-up")?;
+    let (mut envoy, first_200, log) = start_envoy(scenario, config, settings, run_dir, label)?;
 
     let pid = envoy.pid();
     let cpu_before = procstat::cpu_time_us(pid)?;
@@ -150,6 +134,36 @@ pub fn measure(
         peak_rss_kib: memory.peak_kib,
         load_average,
     })
+}
+
+/// Starts Envoy with `config`, waits for its first 200, checks the policy and warms it up.
+/// Returns the process, the time to the first 200 and its log file.
+pub fn start_envoy(
+    scenario: &Scenario,
+    config: &Path,
+    settings: &Settings,
+    run_dir: &Path,
+    label: &str,
+) -> Result<(ManagedProcess, Duration, PathBuf)> {
+    let mut command = pinned(settings.cpus.server, &settings.envoy);
+    command
+        .arg("-c")
+        .arg(config)
+        .args(["--concurrency", "1", "--disable-hot-restart"])
+        .args(["--log-level", "warn"]);
+    let log = run_dir.join(format!("envoy-{label}.log"));
+    let started = Instant::now();
+    let mut envoy = ManagedProcess::spawn("envoy", command, &log, Echo::Quiet)?;
+    let first_200 = wait_for_200(&mut envoy, settings, started)?;
+    check_policy(scenario, settings)?;
+    let warmup = settings.load(settings.warmup, settings.connections, None);
+    wrk::run(&warmup, &settings.wrk_script).context("warm-up")?;
+    Ok((envoy, first_200, log))
+}
+
+/// The saturation load of the run (for the profiler).
+pub fn saturation_load(settings: &Settings) -> Load {
+    settings.load(settings.duration, settings.connections, None)
 }
 
 /// Polls with the benchmark's own request until Envoy answers 200; returns the time since spawn.

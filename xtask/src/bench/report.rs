@@ -94,7 +94,7 @@ impl Report<'_> {
     /// The issue's targets, each with what this run measured.
     pub fn targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
-        let rps_ratio = |a: &str, b: &str| Some(ratio(self.median_rps(a)?, self.median_rps(b)?)?);
+        let rps_ratio = |a: &str, b: &str| ratio(self.median_rps(a)?, self.median_rps(b)?);
         let mut ratio_target = |name: &str, value: Option<f64>, ok: &dyn Fn(f64) -> bool| {
             t.push(Target {
                 name: name.to_owned(),
@@ -113,9 +113,11 @@ impl Report<'_> {
             p99("D").zip(p99("C")).and_then(|(d, c)| ratio(d, c)),
             &|v| v <= 1.1,
         );
-        ratio_target("D ≥ 2 × C0 in req/s (D/C0)", rps_ratio("D", "C0"), &|v| {
-            v >= 2.0
-        });
+        ratio_target(
+            "D ≥ 2 × C0 in req/s (D/C0)",
+            rps_ratio("D", "C0"),
+            &|v| v >= 2.0,
+        );
         ratio_target(
             "bearer-auth alone ≥ 0.95 × jwt_authn (cache) alone (F-bearer-auth/F-jwt-authn)",
             rps_ratio("F-bearer-auth", "F-jwt-authn"),
@@ -192,7 +194,8 @@ impl Report<'_> {
             })
             .collect();
         let a = self.authz;
-        let rates = |o: &[Outcome]| spread(Spread::of(&o.iter().map(Outcome::rate).collect::<Vec<_>>()));
+        let rates =
+            |o: &[Outcome]| spread(Spread::of(&o.iter().map(Outcome::rate).collect::<Vec<_>>()));
         let outcomes = |o: &[Outcome]| o.iter().map(outcome_json).collect::<Vec<_>>();
         let targets: Vec<Value> = self
             .targets()
@@ -313,7 +316,12 @@ impl Report<'_> {
         if let Some(e) = &a.error {
             let _ = writeln!(md, "Failed: {e}\n");
         }
-        let rates = |o: &[Outcome]| cell(Spread::of(&o.iter().map(Outcome::rate).collect::<Vec<_>>()), 0);
+        let rates = |o: &[Outcome]| {
+            cell(
+                Spread::of(&o.iter().map(Outcome::rate).collect::<Vec<_>>()),
+                0,
+            )
+        };
         let _ = writeln!(md, "| what | value |\n|---|---|");
         let _ = writeln!(
             md,
@@ -343,9 +351,16 @@ impl Report<'_> {
         );
         let _ = writeln!(md, "\n## .wasm sizes\n");
         for (name, bytes) in &i.wasm_sizes {
-            let _ = writeln!(md, "- {name}: {bytes} bytes ({:.1} KiB)", *bytes as f64 / 1024.0);
+            let _ = writeln!(
+                md,
+                "- {name}: {bytes} bytes ({:.1} KiB)",
+                *bytes as f64 / 1024.0
+            );
         }
-        let _ = writeln!(md, "\n## Targets (issue 9)\n\n| target | measured | met |\n|---|---|---|");
+        let _ = writeln!(
+            md,
+            "\n## Targets (issue 9)\n\n| target | measured | met |\n|---|---|---|"
+        );
         for t in self.targets() {
             let met = match t.met {
                 Some(true) => "yes",
@@ -504,7 +519,10 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("| **D** ours"), "{md}");
         assert!(md.contains("19000<br>(100–19500)"), "{md}");
-        assert!(md.contains("| b.wasm ≤ 1 MiB | 2000000 bytes (1.907 MiB) | **no** |"), "{md}");
+        assert!(
+            md.contains("| b.wasm ≤ 1 MiB | 2000000 bytes (1.907 MiB) | **no** |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -522,6 +540,9 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("(1 round(s) failed)"), "{md}");
         assert!(md.contains("- D: Envoy exited"), "{md}");
-        assert_eq!(r.json()["scenarios"][0]["requests_per_second"]["median"], json!(10_000.0));
+        assert_eq!(
+            r.json()["scenarios"][0]["requests_per_second"]["median"],
+            json!(10_000.0)
+        );
     }
 }

@@ -51,7 +51,10 @@ pub fn start(port: u16, cpu: Option<usize>, run_dir: &Path) -> Result<ManagedPro
             bail!("nginx exited ({status}): {}", nginx.log());
         }
         if Instant::now() > deadline {
-            bail!("nginx did not answer on {addr} within 10 s: {}", nginx.log());
+            bail!(
+                "nginx did not answer on {addr} within 10 s: {}",
+                nginx.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -62,7 +62,7 @@ pub fn run(load: &Load, script: &Path) -> Result<Outcome> {
     // One wrk thread: the load generator has one core, and single-use bodies need one Lua state.
     command
         .args(["-t1", "-c", &load.connections.to_string()])
-        .arg(format!("-d{}ms", load.duration.as_millis().max(1)))
+        .arg(format!("-d{}s", whole_seconds(load.duration)))
         .args(["--timeout", "5s", "-s"])
         .arg(script);
     for (name, value) in &load.headers {
@@ -91,6 +91,11 @@ pub fn run(load: &Load, script: &Path) -> Result<Outcome> {
         );
     }
     parse(&stdout).with_context(|| format!("unexpected wrk output:\n{stdout}"))
+}
+
+/// wrk takes whole seconds only: at least one.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Reads the `BENCH_JSON {...}` line report.lua prints.
@@ -156,6 +161,13 @@ mod tests {
         assert_eq!(o.latency_us.p50, 800.0);
         assert_eq!(o.latency_us.p99, 2100.0);
         assert_eq!(o.latency_us.p999, 5300.0);
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::from_millis(300)), 1);
+        assert_eq!(whole_seconds(Duration::from_millis(2500)), 3);
+        assert_eq!(whole_seconds(Duration::from_secs(10)), 10);
     }
 
     #[test]
