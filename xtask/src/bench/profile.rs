@@ -126,7 +126,7 @@ fn by_object(report: &str) -> Vec<Share> {
             None => shares.push(Share { object, samples }),
         }
     }
-    shares.sort_by(|a, b| b.samples.cmp(&a.samples));
+    shares.sort_by_key(|s| std::cmp::Reverse(s.samples));
     shares
 }
 
