@@ -197,12 +197,14 @@ fn release_dir() -> PathBuf {
         .join("release")
 }
 
-/// With `--no-build`: WASMGATE_BIN_DIR if set (the test command sets it), else target/release.
+/// With `--no-build`: WASMGATE_BIN_DIR if set (the test command sets it), else target/release
+/// when it holds the authz-service, else the debug build.
 fn bin_dir_or_release() -> PathBuf {
-    if std::env::var_os("WASMGATE_BIN_DIR").is_some() {
-        bin_dir()
+    let release = release_dir();
+    if std::env::var_os("WASMGATE_BIN_DIR").is_none() && release.join("authz-service").is_file() {
+        release
     } else {
-        release_dir()
+        bin_dir()
     }
 }
 
