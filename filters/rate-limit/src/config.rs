@@ -11,7 +11,7 @@ use crate::table::WAYS;
 pub const MAX_TOKENS: u64 = 1 << 32;
 /// Default table size: 65,536 slots in 8,192 shared-data values.
 pub const DEFAULT_SLOTS: u32 = 65_536;
-/// Largest table: 2^24 slots (about 860 MB of shared data; see the docs for the formula).
+/// Largest table: 2^24 slots (814 MB of values, about 1.1 GB with keys; see the docs).
 pub const MAX_SLOTS: u32 = 1 << 24;
 pub const DEFAULT_MAX_CAS_RETRIES: u32 = 100;
 
