@@ -29,6 +29,8 @@ pub fn build(release: bool) -> Result<()> {
     for (package, _) in FILTERS {
         wasm.args(["-p", package]);
     }
+    // The harness's self-test filter, built here with the others rather than by the tests.
+    wasm.args(["-p", "wasmgate-harness-fixture"]);
     run(&mut wasm)?;
     let mut native = cargo();
     native.args(["build", "-p", "authz-service", "-p", "wasmgate-demo"]);

@@ -156,6 +156,8 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         WASM_TARGET,
         "-p",
         "wasmgate-filter-common",
+        "-p",
+        "wasmgate-harness-fixture",
     ]);
     for (package, _) in FILTERS {
         wasm_clippy.args(["-p", package]);
