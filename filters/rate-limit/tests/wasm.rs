@@ -259,7 +259,7 @@ fn eight_vms_on_four_threads_let_exactly_the_limit_through() {
 /// using the API: the table never grows beyond its 512 values and the real clients' limits
 /// stay exact.
 #[test]
-#[ignore = "a million requests through wasmtime take about 9 minutes in a debug build; run with --ignored"]
+#[ignore = "a million requests through wasmtime: 3.5 to 9 minutes in a debug build, by load; run with --ignored"]
 fn a_million_distinct_keys_stay_within_the_table() {
     let host = Host::new(module());
     let mut vm = host.plugin(&long_interval_config(4_096)).unwrap();
