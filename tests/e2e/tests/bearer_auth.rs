@@ -397,3 +397,41 @@ fn b64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// The stack's bearer-auth config with one field replaced.
+fn bearer_auth_config_with(field: &str, value: Value) -> String {
+    let mut config: Value = serde_json::from_str(&bearer_auth_config()).unwrap();
+    config[field] = value;
+    config.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_of_another_issuer_or_audience_get_invalid_token() {
+    // Two gateways that trust someone else: one another issuer, one another audience. The
+    // authz-service's genuine, well-signed tokens must be refused by both, naming the reason.
+    let (wrong_issuer, wrong_audience) = tokio::join!(
+        Stack::start(StackOptions::for_test("bearer_wrong_issuer").filter_config(
+            "bearer-auth",
+            bearer_auth_config_with("issuer", json!("https://issuer.example")),
+        )),
+        Stack::start(
+            StackOptions::for_test("bearer_wrong_audience").filter_config(
+                "bearer-auth",
+                bearer_auth_config_with("audiences", json!(["another-api"])),
+            )
+        ),
+    );
+    for (stack, reason) in [
+        (wrong_issuer.unwrap(), "untrusted issuer"),
+        (wrong_audience.unwrap(), "not meant for this audience"),
+    ] {
+        let token = client_credentials_token(&stack, "demo").await.unwrap();
+        for path in ["/api/notes", "/me", "/protected"] {
+            let r = get(&stack, path, &[bearer(&token)]).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: {}", r.body);
+            assert!(r.www().contains(r#"error="invalid_token""#), "{}", r.www());
+            assert!(r.www().contains(reason), "{path}: {}", r.www());
+            assert!(!r.body.contains(&token), "the token is never echoed");
+        }
+    }
+}
