@@ -258,8 +258,9 @@ fn eight_vms_on_four_threads_let_exactly_the_limit_through() {
 /// A million distinct clients through a table of 4,096 slots while five real clients keep
 /// using the API: the table never grows beyond its 512 values and the real clients' limits
 /// stay exact.
+/// About a minute: a million requests through wasmtime, with Cranelift and wasmtime optimised
+/// in dev builds (root Cargo.toml).
 #[test]
-#[ignore = "a million requests through wasmtime: 3.5 to 9 minutes in a debug build, by load; run with --ignored"]
 fn a_million_distinct_keys_stay_within_the_table() {
     let host = Host::new(module());
     let mut vm = host.plugin(&long_interval_config(4_096)).unwrap();
