@@ -8,55 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-/// This test's own venv (so it never races another test creating a shared one), with the
-/// third-party client requirements; rebuilt only when they change.
-fn python_venv() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let requirements = manifest.join("tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    let venv = manifest
-        .parent()
-        .unwrap()
-        .join(".tools/authz-browser-pyvenv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join(".installed-requirements");
-    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is needed for the authlib test");
-    assert!(status.success(), "creating the venv failed");
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "pip install of the test requirements failed"
-    );
-    std::fs::write(&stamp, wanted).unwrap();
-    python
-}
-
 #[test]
 fn authlib_completes_code_flow_with_pkce_then_refreshes_and_revokes() {
-    let python = python_venv();
+    let python = python_venv("authz-browser-pyvenv");
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/authlib_code_flow.py");

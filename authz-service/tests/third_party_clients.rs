@@ -8,57 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The venv's python, creating or updating the venv if the requirements changed.
-fn python_venv() -> PathBuf {
-    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    let venv = workspace_root().join(".tools/authz-pyvenv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join(".installed-requirements");
-    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is needed for the third-party client tests");
-    assert!(status.success(), "creating the venv failed");
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "pip install of the test requirements failed"
-    );
-    std::fs::write(&stamp, wanted).unwrap();
-    python
-}
-
 #[test]
 fn authlib_and_pyjwt_work_with_the_service() {
-    let python = python_venv();
+    let python = python_venv("authz-pyvenv");
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/third_party_clients.py");

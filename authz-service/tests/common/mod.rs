@@ -176,3 +176,42 @@ pub fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// The python of a test-local venv `.tools/<name>` holding the third-party client requirements
+/// (`tests/python/requirements.txt`), created once and rebuilt only when they change. Each test
+/// binary names its own venv so two binaries never race to create the same one.
+pub fn python_venv(name: &str) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let requirements = manifest.join("tests/python/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    let venv = manifest.parent().unwrap().join(".tools").join(name);
+    let python = venv.join("bin/python");
+    let stamp = venv.join(".installed-requirements");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        return python;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 (with its venv module) is needed for the third-party client tests");
+    assert!(status.success(), "creating the venv failed");
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "pip install of the test requirements failed"
+    );
+    std::fs::write(&stamp, wanted).unwrap();
+    python
+}
