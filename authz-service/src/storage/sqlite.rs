@@ -357,11 +357,14 @@ impl Storage for SqliteStorage {
 
     fn keys(&self) -> Result<Vec<KeyRecord>> {
         let conn = self.conn();
+        // Oldest first. Timestamps are whole seconds, so a key rotated in during the second the
+        // previous one was made ties with it: insertion order (rowid) breaks the tie, so the
+        // newest key signs, never a random one of the two.
         let mut stmt = conn
             .prepare(
                 "SELECT k.kid, k.alg, k.private_der, k.public_jwk, k.created_at, k.activates_at,
                         (SELECT MAX(t.expires_at) FROM issued_tokens t WHERE t.kid = k.kid)
-                 FROM signing_keys k ORDER BY k.activates_at, k.created_at, k.kid",
+                 FROM signing_keys k ORDER BY k.activates_at, k.created_at, k.rowid",
             )
             .map_err(db)?;
         let rows = stmt
