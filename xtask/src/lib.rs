@@ -4,6 +4,7 @@
 pub mod build;
 pub mod certs;
 pub mod compose;
+pub mod ecds;
 pub mod envoy;
 pub mod paths;
 pub mod process;
