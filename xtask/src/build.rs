@@ -20,18 +20,49 @@ pub fn ensure_wasm_target() -> Result<()> {
     Ok(())
 }
 
-/// Builds the filters with the `wasm` profile (what Envoy loads) and the native binaries
-/// (debug unless `release`). Cargo makes this quick when nothing changed.
-pub fn build(release: bool) -> Result<()> {
-    ensure_wasm_target()?;
+/// The rustflags of every wasm build: source paths under `CARGO_HOME` (the registry crates,
+/// whose paths end up in panic-location strings) are written as `/cargo-home/...`, so the
+/// `.wasm`, and with it the digest the manifests under `deploy/` pin, is the same on any
+/// machine with the same toolchain and `Cargo.lock` (workspace paths are relative already;
+/// the standard library's are `/rustc/<commit>/...`). docs/loading.md has the measurement.
+/// A `RUSTFLAGS` set by the user takes precedence over these and changes the digests.
+pub fn wasm_rustflags() -> String {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cargo"))
+        })
+        .unwrap_or_default();
+    format!("--remap-path-prefix={}=/cargo-home", cargo_home.display())
+}
+
+/// `cargo build --target wasm32-wasip1 --profile wasm` of `packages`, with [`wasm_rustflags`].
+fn build_wasm(packages: &[&str]) -> Result<()> {
     let mut wasm = cargo();
-    wasm.args(["build", "--target", WASM_TARGET, "--profile", "wasm"]);
-    for (package, _) in FILTERS {
+    wasm.args(["build", "--target", WASM_TARGET, "--profile", "wasm"])
+        .env("CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS", wasm_rustflags());
+    for package in packages {
         wasm.args(["-p", package]);
     }
+    run(&mut wasm)
+}
+
+/// Builds the three filters with the `wasm` profile (what Envoy loads) in one cargo run of
+/// their own, so their features never unify with another package's and the `.wasm` depends on
+/// the filters alone.
+pub fn build_filters() -> Result<()> {
+    ensure_wasm_target()?;
+    build_wasm(&FILTERS.map(|(package, _)| package))
+}
+
+/// Builds the filters, packages them as OCI image layouts (`target/oci-images/`), builds the
+/// harness's fixture filter and the native binaries (debug unless `release`). Cargo makes this
+/// quick when nothing changed.
+pub fn build(release: bool) -> Result<()> {
+    build_filters()?;
+    crate::oci::package_all()?;
     // The harness's self-test filter, built here with the others rather than by the tests.
-    wasm.args(["-p", "wasmgate-harness-fixture"]);
-    run(&mut wasm)?;
+    build_wasm(&["wasmgate-harness-fixture"])?;
     let mut native = cargo();
     native.args(["build", "-p", "authz-service", "-p", "wasmgate-demo"]);
     if release {

@@ -4,8 +4,10 @@
 pub mod build;
 pub mod certs;
 pub mod compose;
+pub mod deploy;
 pub mod ecds;
 pub mod envoy;
+pub mod oci;
 pub mod paths;
 pub mod process;
 pub mod render;

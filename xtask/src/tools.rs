@@ -74,3 +74,33 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Installs `deploy/validate/package.json` (Istio's CRD schemas for node) into
+/// `.tools/node-validate/` with `npm ci`, unless the same lock file is installed there already.
+/// Returns the `node_modules` directory `deploy/validate/validate.mjs` reads.
+pub fn ensure_node_validator() -> Result<std::path::PathBuf> {
+    let source = crate::paths::deploy_dir().join("validate");
+    let dir = crate::paths::tools_dir().join("node-validate");
+    let lock = std::fs::read(source.join("package-lock.json"))
+        .context("cannot read deploy/validate/package-lock.json")?;
+    let stamp = dir.join("installed-lock.sha256");
+    let wanted = crate::oci::sha256_hex(&lock);
+    let modules = dir.join("node_modules");
+    if modules.is_dir() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(modules);
+    }
+    eprintln!(
+        "xtask: installing the manifest validator (npm ci) into {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(source.join(file), dir.join(file))?;
+    }
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir))
+    .context("npm (with node) is needed to validate the Istio manifests")?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(modules)
+}
