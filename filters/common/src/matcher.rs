@@ -1,6 +1,6 @@
 //! Which requests a rule or policy applies to: path prefix or regex, methods, host.
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde::{Deserialize, Deserializer};
 
 /// The parts of a request that matchers look at, borrowed from the adapter's header map.

@@ -3,7 +3,7 @@
 //! pattern), then compared with the pattern: a regex, or `=text` for plain equality; a leading
 //! `!` negates either.
 
-use regex::{Regex, RegexBuilder};
+use regex_lite::{Regex, RegexBuilder};
 
 use crate::flags::CondFlags;
 use crate::template::{Template, Values};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use regex::{Regex, RegexBuilder};
+use regex_lite::{Regex, RegexBuilder};
 
 use crate::condition::{Condition, one_line};
 use crate::flags::{Action, RuleFlags};

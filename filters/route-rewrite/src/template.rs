@@ -2,7 +2,7 @@
 //! rule's pattern), `%N` (groups of the last matched condition) and `%{VAR}` (server variables).
 //! Parsed once at configuration time; expanding one never fails.
 
-use regex::Regex;
+use regex_lite::Regex;
 
 use crate::variables::Variable;
 
