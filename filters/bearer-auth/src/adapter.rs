@@ -18,7 +18,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use wasmgate_filter_common::RequestInfo;
-use wasmgate_filter_common::host::{install_panic_hook, log_config_error};
+use wasmgate_filter_common::host::log_config_error;
 
 use crate::FILTER_NAME;
 use crate::challenge::{Denial, respond};
@@ -28,9 +28,12 @@ use crate::jwks::{MAX_JWKS_BYTES, parse_jwks};
 use crate::metrics::{Metric, Metrics};
 use crate::refresh::{Acquire, RefreshState, Refresher, SharedStore, StoreError, Why};
 
+// The module's entry point exists only in the wasm build: on the host, where xtask links the three
+// filters into one binary (for their config schemas), each crate's `_initialize` would clash.
+#[cfg(target_family = "wasm")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    install_panic_hook(FILTER_NAME);
+    wasmgate_filter_common::host::install_panic_hook(FILTER_NAME);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
         Box::new(Root { id: context_id, vm: None })
     });

@@ -27,34 +27,84 @@ const DEFAULT_MAX_WAIT_MS: u64 = 5_000;
 const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
 const MAX_TOKEN_BYTES_LIMIT: usize = 64 * 1024;
 const MAX_CACHE_ENTRIES: usize = 1_000_000;
+/// Bounds of the remote JWKS timings (`build_remote`).
+const MAX_SECONDS: u64 = 7 * 24 * 3600;
+const MAX_MS: u64 = 60_000;
 
+// The `Raw*` types are also the JSON Schema of the configuration (feature `schema`,
+// schemas/bearer-auth.schema.json): their doc comments are its descriptions, and the
+// `schemars(...)` attributes state the checks `build` makes, so editors flag them as you type.
+
+/// Configuration of the wasmgate bearer-auth filter: checks OAuth 2.0 JWT access tokens
+/// (RFC 9068) and answers per RFC 6750. See docs/filters/bearer-auth.md.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The token's `iss` claim must equal this exactly, e.g. `https://auth.example.com`.
+    #[cfg_attr(feature = "schema", schemars(pattern(r"\S")))]
     issuer: String,
+    /// The token's `aud` claim (a string or an array) must contain at least one of these.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), inner(length(min = 1))))]
     audiences: Vec<String>,
+    /// Where the verification keys come from: exactly one of `remote` and `inline`.
     jwks: RawJwksSource,
+    /// Shared secrets for HS256/HS384/HS512 tokens. Without a matching entry every HS* token is
+    /// refused.
     #[serde(default)]
     hmac_secrets: Vec<RawHmacSecret>,
+    /// Tolerance in seconds for `exp`, `nbf` and `iat`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(max = MAX_CLOCK_SKEW_SECONDS), extend("default" = DEFAULT_CLOCK_SKEW_SECONDS))
+    )]
     clock_skew_seconds: Option<u64>,
+    /// When set, the JOSE header `typ` must match, case-insensitively, with or without
+    /// `application/` (RFC 9068: `at+jwt`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     required_typ: Option<String>,
+    /// Longer tokens are refused before any decoding.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 64, max = MAX_TOKEN_BYTES_LIMIT), extend("default" = DEFAULT_MAX_TOKEN_BYTES))
+    )]
     max_token_bytes: Option<usize>,
+    /// Also accept the token in the `access_token` query parameter (RFC 6750 §2.3).
     #[serde(default)]
     allow_query_token: bool,
+    /// `false` removes the `Authorization` header (or the `access_token` query parameter)
+    /// before the request goes upstream.
     #[serde(default = "default_true")]
     forward_authorization: bool,
+    /// Extra claims copied into request headers for the upstream.
     #[serde(default)]
     claim_headers: Vec<RawClaimHeader>,
+    /// The `realm` of the `WWW-Authenticate` challenge.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            pattern(r#"^[^"\\\u0000-\u001F\u007F-\u009F]*$"#),
+            extend("default" = DEFAULT_REALM)
+        )
+    )]
     realm: Option<String>,
+    /// Size of each VM's verified-token cache; 0 turns the cache off.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(max = MAX_CACHE_ENTRIES), extend("default" = DEFAULT_CACHE_ENTRIES))
+    )]
     cache_max_entries: Option<usize>,
+    /// Which requests need what, tried in order: the first rule whose `match` fits applies.
     #[serde(default)]
     rules: Vec<RawRule>,
+    /// The requirement for requests that no rule matches.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "token")))]
     default: Option<Requirement>,
 }
 
@@ -62,56 +112,152 @@ fn default_true() -> bool {
     true
 }
 
+/// Where the verification keys come from: exactly one of `remote` and `inline`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "JwksSource"))]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum RawJwksSource {
-    /// A JWKS document written into the config (`{"keys": [...]}`).
-    Inline(serde_json::Value),
+    /// A JWKS document (`{"keys": [...]}`) written into the configuration. Every key in it must
+    /// be usable, or the configuration is refused.
+    Inline(
+        #[cfg_attr(feature = "schema", schemars(with = "schema::InlineJwks"))] serde_json::Value,
+    ),
+    /// Fetch the JWKS over HTTP through an Envoy cluster, keep it in shared data for every
+    /// worker, refresh it on a schedule and when a token names an unknown `kid`.
     Remote(RawRemote),
 }
 
+/// Fetching the JWKS through an Envoy cluster.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "RemoteJwks"))]
 #[serde(deny_unknown_fields)]
 struct RawRemote {
+    /// The Envoy cluster of the JWKS endpoint.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     cluster: String,
+    /// Path of the JWKS document, e.g. `/.well-known/jwks.json`.
+    #[cfg_attr(feature = "schema", schemars(pattern("^/")))]
     path: String,
+    /// `:authority` of the fetch; defaults to the cluster name.
     #[serde(default)]
     authority: Option<String>,
+    /// Timeout of one fetch, in milliseconds.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = MAX_MS), extend("default" = DEFAULT_TIMEOUT_MS))
+    )]
     timeout_ms: Option<u64>,
+    /// Seconds between scheduled refreshes.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = MAX_SECONDS), extend("default" = DEFAULT_REFRESH_SECONDS))
+    )]
     refresh_interval_seconds: Option<u64>,
+    /// At most one refetch triggered by unknown `kid`s per this many seconds, across all
+    /// workers.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = MAX_SECONDS), extend("default" = DEFAULT_UNKNOWN_KID_SECONDS))
+    )]
     unknown_kid_min_interval_seconds: Option<u64>,
+    /// After a failed fetch, no new attempt for this many seconds.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = MAX_SECONDS), extend("default" = DEFAULT_RETRY_SECONDS))
+    )]
     retry_interval_seconds: Option<u64>,
+    /// How long a request may stay paused waiting for the first keys, in milliseconds, before
+    /// it is answered 503.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 1, max = MAX_MS), extend("default" = DEFAULT_MAX_WAIT_MS))
+    )]
     max_wait_ms: Option<u64>,
 }
 
+/// A shared secret for HMAC-signed (HS*) tokens.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "HmacSecret"))]
 #[serde(deny_unknown_fields)]
 struct RawHmacSecret {
+    /// Only tokens with this `kid` use the secret; without it, tokens without a `kid` do.
     #[serde(default)]
     kid: Option<String>,
+    /// The HMAC algorithm the secret is for.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["HS256", "HS384", "HS512"])))]
     alg: String,
-    /// The secret, base64url without padding (standard base64 is also accepted).
+    /// The secret, base64url without padding (standard base64 is also accepted); at least as
+    /// long as the hash: 32, 48 or 64 bytes.
+    #[cfg_attr(feature = "schema", schemars(pattern("^[A-Za-z0-9+/_-]+={0,2}$")))]
     secret_base64url: String,
 }
 
+/// A claim copied into a request header (arrays joined with spaces, numbers and booleans as
+/// text; objects are skipped).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "ClaimHeader"))]
 #[serde(deny_unknown_fields)]
 struct RawClaimHeader {
+    /// The claim's name, e.g. `groups`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     claim: String,
+    /// The header to set, in lowercase, e.g. `x-auth-groups`.
+    #[cfg_attr(feature = "schema", schemars(pattern("^[a-z0-9_-]+$")))]
     header: String,
 }
 
+/// Which requests need what: the first rule whose `match` fits the request applies.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Rule"))]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    /// Which requests the rule applies to; absent or `{}` means every request.
     #[serde(rename = "match", default)]
     matcher: RequestMatch,
+    /// What the matching requests must bring.
     require: Requirement,
+}
+
+/// Schema-only types: the shape of values that serde takes as they are and `build` checks.
+#[cfg(feature = "schema")]
+mod schema {
+    use serde_json::{Map, Value};
+
+    /// A JWKS document (RFC 7517).
+    #[derive(schemars::JsonSchema)]
+    #[allow(dead_code)]
+    pub struct InlineJwks {
+        /// The keys: OKP (Ed25519), EC (P-256, P-384) or RSA public keys with `use` `sig` or
+        /// no `use`.
+        #[schemars(length(min = 1))]
+        keys: Vec<Jwk>,
+    }
+
+    /// A JSON Web Key; members other than these are allowed and ignored.
+    #[derive(schemars::JsonSchema)]
+    #[allow(dead_code)]
+    pub struct Jwk {
+        /// Key type: `OKP`, `EC` or `RSA`.
+        kty: String,
+        #[serde(flatten)]
+        other: Map<String, Value>,
+    }
+}
+
+/// The public JSON Schema of this configuration, for `cargo xtask schemas`.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> schemars::Schema {
+    wasmgate_filter_common::schema::root_schema_for::<RawConfig>()
 }
 
 /// Where the keys come from, ready to use.
@@ -287,7 +433,7 @@ fn build_remote(r: RawRemote) -> Result<RemoteJwks, ConfigError> {
     }
     let secs = |v: Option<u64>, default: u64, field: &str| -> Result<u64, ConfigError> {
         let v = v.unwrap_or(default);
-        if v == 0 || v > 7 * 24 * 3600 {
+        if v == 0 || v > MAX_SECONDS {
             return Err(ConfigError::new(
                 format!("jwks.remote.{field}"),
                 "must be between 1 and 604800 seconds",
@@ -297,7 +443,7 @@ fn build_remote(r: RawRemote) -> Result<RemoteJwks, ConfigError> {
     };
     let ms = |v: Option<u64>, default: u64, field: &str| -> Result<u64, ConfigError> {
         let v = v.unwrap_or(default);
-        if v == 0 || v > 60_000 {
+        if v == 0 || v > MAX_MS {
             return Err(ConfigError::new(
                 format!("jwks.remote.{field}"),
                 "must be between 1 and 60000 milliseconds",

@@ -4,8 +4,9 @@
 use serde::Deserialize;
 use wasmgate_filter_common::{RequestInfo, RequestMatch};
 
-/// What a request must bring.
+/// What a request must bring: `"anonymous"`, `"token"` or `{"scopes": [...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Requirement {
     /// No token needed; the Authorization header is left as it is (the token endpoint uses it
@@ -13,8 +14,14 @@ pub enum Requirement {
     Anonymous,
     /// Any valid token.
     Token,
-    /// A valid token carrying all of these scopes.
-    Scopes(Vec<String>),
+    /// A valid token carrying all of these scopes (RFC 6749 §3.3 scope tokens).
+    Scopes(
+        #[cfg_attr(
+            feature = "schema",
+            schemars(length(min = 1), inner(pattern(r"^[\x21\x23-\x5B\x5D-\x7E]+$")))
+        )]
+        Vec<String>,
+    ),
 }
 
 #[derive(Debug)]

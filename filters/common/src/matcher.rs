@@ -23,17 +23,28 @@ impl RequestInfo<'_> {
 /// A request matcher as written in filter configs:
 /// `{"path_prefix": "/api/", "methods": ["GET", "POST"], "host": "api.example.com"}`
 /// or `{"path_regex": "^/notes/[0-9]+$"}`. Every given condition must hold; an empty matcher
-/// matches every request.
+/// matches every request. The field comments are also the descriptions in the JSON Schema.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(
+        title = "Request matcher",
+        description = "Which requests this applies to. Every condition given must hold; `{}` (or no matcher) matches every request."
+    )
+)]
 #[serde(deny_unknown_fields)]
 pub struct RequestMatch {
-    /// Matches when the path (without query) starts with this prefix.
+    /// Matches when the path (without the query string) starts with this prefix, e.g. `/api/`.
     #[serde(default)]
     pub path_prefix: Option<String>,
-    /// Matches when the regex finds a match in the path (without query). Anchor it yourself.
+    /// Matches when this regular expression (Rust `regex` syntax, the RE2 family) finds a match
+    /// in the path without the query string. It is not anchored: write `^` and `$`.
     #[serde(default, deserialize_with = "deserialize_regex")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub path_regex: Option<Regex>,
-    /// HTTP methods, case-sensitive as HTTP says; empty means any method.
+    /// HTTP methods, compared case-sensitively (`GET`, not `get`); empty or absent means any
+    /// method.
     #[serde(default)]
     pub methods: Vec<String>,
     /// Host, compared case-insensitively and without the port.

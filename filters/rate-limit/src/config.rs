@@ -37,14 +37,22 @@ pub struct Policy {
 
 /// One component of a bucket key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeyPart {
     /// A request header's value (e.g. `x-auth-client-id`, set by bearer-auth).
-    Header(String),
+    Header(
+        #[cfg_attr(
+            feature = "schema",
+            schemars(pattern(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))
+        )]
+        String,
+    ),
     /// The client's IP address (connection source, or X-Forwarded-For per `client_ip`).
     ClientIp,
     /// The path without query.
     Path,
+    /// The request method.
     Method,
     /// A fixed string: one bucket shared by every matching request.
     Constant(String),
@@ -52,6 +60,7 @@ pub enum KeyPart {
 
 /// What to do for a request that has no value for some part of a policy's key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum OnMissingKey {
     /// The policy does not apply to this request.
@@ -59,21 +68,27 @@ pub enum OnMissingKey {
     /// Refuse the request (403).
     Deny,
     /// Use this key instead; if it is missing too, the request is refused.
-    Fallback(Vec<KeyPart>),
+    Fallback(#[cfg_attr(feature = "schema", schemars(length(min = 1)))] Vec<KeyPart>),
 }
 
+/// Which rate-limit headers responses get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderMode {
     /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10).
     Draft10,
     /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
     XRatelimit,
+    /// The draft-10 fields and the `X-RateLimit-*` triple.
     Both,
+    /// No rate-limit headers.
     None,
 }
 
+/// What to do when a bucket cannot be updated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// When shared data cannot be updated, refuse the request (503).
@@ -96,53 +111,120 @@ impl Table {
 
 // ---- the JSON as written -------------------------------------------------------------------
 
+// The `Raw*` types are also the JSON Schema of the configuration (feature `schema`,
+// schemas/rate-limit.schema.json): their doc comments are its descriptions, and the
+// `schemars(...)` attributes state the checks `load` makes, so editors flag them as you type.
+
+/// A policy or table name: it appears in metric names, shared-data keys and quoted header
+/// strings (`check_name`).
+#[cfg(feature = "schema")]
+const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
+/// Configuration of the wasmgate rate-limit filter: token buckets shared by all Envoy workers.
+/// See docs/filters/rate-limit.md.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The limits. Every policy that matches a request applies to it; an empty list lets
+    /// everything through.
     policies: Vec<RawPolicy>,
+    /// Which rate-limit headers responses get.
     #[serde(default = "default_headers")]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "both")))]
     headers: HeaderMode,
+    /// What to do when a bucket cannot be updated: refuse the request (503) or let it through.
     #[serde(default = "default_failure_mode")]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "deny")))]
     failure_mode: FailureMode,
+    /// How many times one bucket update is retried after losing a compare-and-swap race to
+    /// another worker before `failure_mode` applies.
     #[serde(default = "default_retries")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     max_cas_retries: u32,
+    /// How the `client_ip` key part finds the client's address.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = {"xff_trusted_hops": 0})))]
     client_ip: RawClientIp,
+    /// The bucket table in shared data.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("default" = {"name": "default", "slots": DEFAULT_SLOTS}))
+    )]
     table: RawTable,
 }
 
+/// One limit: requests that match share the buckets named by `key`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Policy"))]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
+    /// Unique; appears in headers, metrics, logs and problem bodies.
+    #[cfg_attr(feature = "schema", schemars(pattern(NAME_PATTERN)))]
     name: String,
+    /// Which requests the policy applies to; absent or `{}` means every request.
     #[serde(default, rename = "match")]
     matcher: RequestMatch,
+    /// What identifies a bucket: the values of all parts together.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     key: Vec<KeyPart>,
+    /// What to do when the request has no value (or an empty one) for some part of `key`.
     #[serde(default = "default_on_missing")]
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "deny")))]
     on_missing_key: OnMissingKey,
+    /// Tokens earned per `interval`. 0 (with `burst` 0 or absent) refuses every matching request.
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_TOKENS)))]
     limit: u64,
+    /// A whole number and a unit, `ms`, `s`, `m`, `h` or `d`: `"500ms"`, `"60s"`, `"1h"`.
     #[serde(deserialize_with = "deserialize_duration")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "String", pattern("^[0-9]*[1-9][0-9]*(ms|s|m|h|d)$"))
+    )]
     interval: u64,
+    /// Bucket capacity: how many requests may arrive at once after a quiet period. Defaults to
+    /// `limit`; must be at least 1 when `limit` is above 0, and 0 when `limit` is 0.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_TOKENS)))]
     burst: Option<u64>,
+    /// Count and send headers, but never refuse a request.
     #[serde(default)]
     dry_run: bool,
 }
 
+/// How the `client_ip` key part finds the client's address.
 #[derive(Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "ClientIp"))]
 #[serde(deny_unknown_fields)]
 struct RawClientIp {
+    /// 0: the connection's source address (X-Forwarded-For is ignored). N: the N-th address from
+    /// the right of X-Forwarded-For, counting every trusted proxy that appends to it.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 64)))]
     xff_trusted_hops: u32,
 }
 
+/// The fixed-size bucket table in shared data: memory stays bounded whatever the number of
+/// clients.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Table"))]
 #[serde(deny_unknown_fields)]
 struct RawTable {
+    /// Names the table in shared data: plugins that share a `vm_id` and a table name share
+    /// buckets.
     #[serde(default = "default_table_name")]
+    #[cfg_attr(feature = "schema", schemars(pattern(NAME_PATTERN), extend("default" = "default")))]
     name: String,
+    /// Number of bucket slots, a multiple of 8.
     #[serde(default = "default_slots")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = WAYS, max = MAX_SLOTS), extend("multipleOf" = WAYS))
+    )]
     slots: u32,
 }
 
@@ -153,6 +235,12 @@ impl Default for RawTable {
             slots: DEFAULT_SLOTS,
         }
     }
+}
+
+/// The public JSON Schema of this configuration, for `cargo xtask schemas`.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> schemars::Schema {
+    wasmgate_filter_common::schema::root_schema_for::<RawConfig>()
 }
 
 fn default_headers() -> HeaderMode {

@@ -7,16 +7,19 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use wasmgate_filter_common::host::{install_panic_hook, log_config_error};
+use wasmgate_filter_common::host::log_config_error;
 
 use crate::engine::{Outcome, RequestHeaders, RuleSet};
 use crate::{ORIGINAL_PATH_HEADER, UPSTREAM_HEADER};
 
 const FILTER_NAME: &str = "route-rewrite";
 
+// The module's entry point exists only in the wasm build: on the host, where xtask links the three
+// filters into one binary (for their config schemas), each crate's `_initialize` would clash.
+#[cfg(target_family = "wasm")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    install_panic_hook(FILTER_NAME);
+    wasmgate_filter_common::host::install_panic_hook(FILTER_NAME);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 

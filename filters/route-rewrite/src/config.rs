@@ -23,16 +23,39 @@ const DEFAULT_MAX_RULE_APPLICATIONS: u32 = 100;
 /// a header Envoy would refuse (its default limit for all headers is 60 KiB).
 const DEFAULT_MAX_PATH_LENGTH: usize = 8192;
 
+// The `Raw*` types are also the JSON Schema of the configuration (feature `schema`,
+// schemas/route-rewrite.schema.json): their doc comments are its descriptions, and the
+// `schemars(...)` attributes state the checks `compile` can make without compiling a rule.
+
+/// Configuration of the wasmgate route-rewrite filter: Apache mod_rewrite-style rules (rewrite,
+/// `[P]` proxy to another upstream, redirect, refuse). See docs/filters/route-rewrite.md.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The rules, applied in order: one-line rules, `RewriteCond` lines (for the next rule),
+    /// `#` comments, and structured rules.
     #[serde(default)]
     rules: Vec<StringOr<RawRule>>,
+    /// Maps the authority of `[P]` target URLs (`host[:port]` as written in the rule, case
+    /// ignored) to the Envoy cluster that serves it. Every `[P]` target must be mapped.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend(
+            "propertyNames" = {"pattern": r"^[A-Za-z0-9._:\[\]-]+$"},
+            "additionalProperties" = {"type": "string", "pattern": r"^[\x21-\x7E]+$"}
+        ))
+    )]
     upstreams: BTreeMap<String, String>,
+    /// Loop protection: the most rule applications one request may take (only `N` can apply a
+    /// rule twice). Past it the request is answered 500.
     #[serde(default = "default_max_rule_applications")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     max_rule_applications: u32,
+    /// The longest `path?query` (bytes) a rule may produce. Longer is answered 500.
     #[serde(default = "default_max_path_length")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     max_path_length: usize,
 }
 
@@ -47,39 +70,119 @@ fn default_max_path_length() -> usize {
 /// The structured form of a rule: either `rule` (the one-line form) or `pattern`,
 /// `substitution` and `flags`; `conditions` and `name` with both.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(
+        rename = "Rule",
+        extend("oneOf" = [
+            {
+                "title": "one-line rule in `rule`",
+                "required": ["rule"],
+                "properties": {
+                    "rule": {"type": "string"},
+                    "pattern": {"type": "null"},
+                    "substitution": {"type": "null"},
+                    "flags": {"type": "null"}
+                }
+            },
+            {
+                "title": "`pattern`, `substitution` and optional `flags`",
+                "required": ["pattern", "substitution"],
+                "properties": {
+                    "rule": {"type": "null"},
+                    "pattern": {"type": "string"},
+                    "substitution": {"type": "string"}
+                }
+            }
+        ])
+    )
+)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    /// Names the rule in metrics and logs (default: its index); unique among the rules.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(pattern("^[A-Za-z0-9_-]{1,64}$")))]
     name: Option<String>,
+    /// The one-line form, `PATTERN SUBSTITUTION [FLAGS]`, e.g.
+    /// `^/api/(.*)$ http://localhost:3002/api/$1 [P,QSA]`. Not with `pattern`, `substitution`
+    /// or `flags`.
     #[serde(default)]
     rule: Option<String>,
+    /// A regular expression (Rust `regex` syntax) matched against the path without the query
+    /// (with flag `MQ`, `path?query`); not anchored. A leading `!` negates it.
     #[serde(default)]
     pattern: Option<String>,
+    /// What the whole path becomes: `-` (unchanged), `/path?query`, or an absolute URL (with
+    /// `P` or `R`). `$N`, `${name}`, `%N` and `%{VAR}` are expanded.
     #[serde(default)]
     substitution: Option<String>,
+    /// Flag words, case-insensitive: `P`, `R` (`R=301`, 302, 303, 307, 308), `F`, `G`, `L`,
+    /// `N`, `C`, `S=n`, `NC`, `QSA`, `QSD`, `MQ`, `NE`, or Apache's long names.
     #[serde(default)]
     flags: Option<Vec<String>>,
+    /// Conditions that must hold for the rule to apply, after any `RewriteCond` lines that
+    /// precede it: one-line `TESTSTRING CONDPATTERN [FLAGS]` strings or structured conditions.
     #[serde(default)]
     conditions: Vec<StringOr<RawCondition>>,
 }
 
 /// The structured form of a condition.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(
+        rename = "Condition",
+        extend("oneOf" = [
+            {
+                "title": "a regex in `matches`",
+                "required": ["matches"],
+                "properties": {"matches": {"type": "string"}, "equals": {"type": "null"}}
+            },
+            {
+                "title": "an exact text in `equals`",
+                "required": ["equals"],
+                "properties": {"equals": {"type": "string"}, "matches": {"type": "null"}}
+            }
+        ])
+    )
+)]
 #[serde(deny_unknown_fields)]
 struct RawCondition {
     /// `method`, `host`, `path`, `query`, `scheme`, `header:<name>`, or a test string with
     /// variables such as `%{HTTP:x-tenant}`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("anyOf" = [
+            {"enum": ["method", "host", "path", "query", "scheme"]},
+            {"pattern": "^header:[A-Za-z0-9!#$&'*+.^_`|~-]+$"},
+            {"pattern": r"%\{|\$"}
+        ]))
+    )]
     on: String,
+    /// A regular expression the value must match (not anchored). Give exactly one of `matches`
+    /// and `equals`.
     #[serde(default)]
     matches: Option<String>,
+    /// A text the value must equal.
     #[serde(default)]
     equals: Option<String>,
+    /// The condition holds when the test fails.
     #[serde(default)]
     negate: bool,
+    /// Compare ignoring case.
     #[serde(default)]
     nocase: bool,
+    /// Combine with the next condition by "or" instead of "and".
     #[serde(default)]
     or: bool,
+}
+
+/// The public JSON Schema of this configuration, for `cargo xtask schemas`.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> schemars::Schema {
+    wasmgate_filter_common::schema::root_schema_for::<RawConfig>()
 }
 
 /// A JSON value that is either a one-line string or a structured object.
@@ -87,6 +190,44 @@ struct RawCondition {
 enum StringOr<T> {
     Text(String),
     Object(T),
+}
+
+/// The one-line (string) form of `T`, for the schema of `StringOr<T>`.
+#[cfg(feature = "schema")]
+trait OneLineForm {
+    const DESCRIPTION: &'static str;
+}
+
+#[cfg(feature = "schema")]
+impl OneLineForm for RawRule {
+    const DESCRIPTION: &'static str = "A one-line rule `PATTERN SUBSTITUTION [FLAGS]` (optionally after the keyword `RewriteRule`), a `RewriteCond TESTSTRING CONDPATTERN [FLAGS]` line for the next rule, or a `#` comment.";
+}
+
+#[cfg(feature = "schema")]
+impl OneLineForm for RawCondition {
+    const DESCRIPTION: &'static str = "A one-line condition `TESTSTRING CONDPATTERN [FLAGS]`, e.g. `%{HTTP:x-tenant} =beta [NC]`.";
+}
+
+/// Either form, as serde takes it: a string (never blank) or the structured object. Written as
+/// if/then/else on the type rather than `oneOf`, so that a mistake inside the object is reported
+/// at its field rather than as "matches neither form".
+#[cfg(feature = "schema")]
+impl<T: schemars::JsonSchema + OneLineForm> schemars::JsonSchema for StringOr<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("StringOr{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "if": {"type": "string"},
+            "then": {"pattern": r"\S", "description": T::DESCRIPTION},
+            "else": generator.subschema_for::<T>()
+        })
+    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for StringOr<T> {
@@ -155,10 +296,12 @@ fn compile(raw: RawConfig) -> Result<RuleSet, ConfigError> {
                 for (j, cond) in raw_rule.conditions.iter().enumerate() {
                     let condition = match cond {
                         StringOr::Text(text) => text_condition(text.trim())
-                            .map_err(|e| format!("condition `{text}`: {e}")),
+                            .map_err(|e| ("", format!("condition `{text}`: {e}"))),
                         StringOr::Object(object) => structured_condition(object),
                     }
-                    .map_err(|e| ConfigError::new(format!("{field}.conditions[{j}]"), e))?;
+                    .map_err(|(part, e)| {
+                        ConfigError::new(format!("{field}.conditions[{j}]{part}"), e)
+                    })?;
                     conditions.push(condition);
                 }
                 let rule = object_rule(index, &raw_rule, conditions, &upstreams)?;
@@ -288,7 +431,9 @@ fn text_condition(text: &str) -> Result<Condition, String> {
     Condition::new(test, pattern, CondFlags::parse(&line.flags)?)
 }
 
-fn structured_condition(raw: &RawCondition) -> Result<Condition, String> {
+/// On error, the part of the condition to name after its path (`.on`, or `""` for the whole
+/// condition) and the reason.
+fn structured_condition(raw: &RawCondition) -> Result<Condition, (&'static str, String)> {
     let test = match raw.on.as_str() {
         "method" => "%{REQUEST_METHOD}".to_string(),
         "host" => "%{HTTP_HOST}".to_string(),
@@ -299,9 +444,12 @@ fn structured_condition(raw: &RawCondition) -> Result<Condition, String> {
             Some(header) => format!("%{{HTTP:{header}}}"),
             None if other.contains("%{") || other.contains('$') => other.to_string(),
             None => {
-                return Err(format!(
-                    "`on`: unknown `{other}` (use method, host, path, query, scheme, header:<name>, \
-                     or a test string such as %{{HTTP:x-tenant}})"
+                return Err((
+                    ".on",
+                    format!(
+                        "`on`: unknown `{other}` (use method, host, path, query, scheme, \
+                         header:<name>, or a test string such as %{{HTTP:x-tenant}})"
+                    ),
                 ));
             }
         },
@@ -309,7 +457,12 @@ fn structured_condition(raw: &RawCondition) -> Result<Condition, String> {
     let pattern = match (&raw.matches, &raw.equals) {
         (Some(regex), None) => regex.clone(),
         (None, Some(text)) => format!("={text}"),
-        _ => return Err("give exactly one of `matches` (a regex) and `equals` (a text)".into()),
+        _ => {
+            return Err((
+                "",
+                "give exactly one of `matches` (a regex) and `equals` (a text)".into(),
+            ));
+        }
     };
     let pattern = if raw.negate {
         format!("!{pattern}")
@@ -320,7 +473,7 @@ fn structured_condition(raw: &RawCondition) -> Result<Condition, String> {
         nocase: raw.nocase,
         or_next: raw.or,
     };
-    Condition::new(&test, &pattern, flags)
+    Condition::new(&test, &pattern, flags).map_err(|e| ("", e))
 }
 
 fn upstreams(raw: BTreeMap<String, String>) -> Result<Upstreams, ConfigError> {
