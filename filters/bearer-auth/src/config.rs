@@ -41,6 +41,11 @@ const MAX_MS: u64 = 60_000;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The URL of this JSON Schema, for editors (schemas/bearer-auth.schema.json); the filter ignores
+    /// it.
+    #[serde(default, rename = "$schema")]
+    #[allow(dead_code)]
+    schema: Option<String>,
     /// The token's `iss` claim must equal this exactly, e.g. `https://auth.example.com`.
     #[cfg_attr(feature = "schema", schemars(pattern(r"\S")))]
     issuer: String,

@@ -126,6 +126,11 @@ const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The URL of this JSON Schema, for editors (schemas/rate-limit.schema.json); the filter ignores
+    /// it.
+    #[serde(default, rename = "$schema")]
+    #[allow(dead_code)]
+    schema: Option<String>,
     /// The limits. Every policy that matches a request applies to it; an empty list lets
     /// everything through.
     policies: Vec<RawPolicy>,

@@ -33,6 +33,11 @@ const DEFAULT_MAX_PATH_LENGTH: usize = 8192;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The URL of this JSON Schema, for editors (schemas/route-rewrite.schema.json); the filter ignores
+    /// it.
+    #[serde(default, rename = "$schema")]
+    #[allow(dead_code)]
+    schema: Option<String>,
     /// The rules, applied in order: one-line rules, `RewriteCond` lines (for the next rule),
     /// `#` comments, and structured rules.
     #[serde(default)]
