@@ -11,5 +11,6 @@ pub mod oci;
 pub mod paths;
 pub mod process;
 pub mod render;
+pub mod schemas;
 pub mod stack;
 pub mod tools;

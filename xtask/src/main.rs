@@ -36,6 +36,12 @@ enum Cmd {
     /// Render envoy/rendered/docker-compose.envoy.yaml from the template, and deploy/ (Istio and
     /// Envoy Gateway manifests pinning the images' digests; builds and packages the filters).
     Render,
+    /// Write schemas/<filter>.schema.json, generated from the filters' config types.
+    Schemas {
+        /// Write nothing; fail if a committed schema is not the generated one.
+        #[arg(long)]
+        check: bool,
+    },
     /// Build the filters and write their OCI image layouts to target/oci-images/<filter>/
     /// (`build` does this too); prints each image's manifest digest.
     Package,
@@ -58,6 +64,7 @@ fn main() -> Result<()> {
         Cmd::Certs { dir } => make_certs(dir.as_deref()),
         Cmd::Envoy => envoy::ensure_envoy().map(|path| println!("envoy: {}", path.display())),
         Cmd::Render => render(),
+        Cmd::Schemas { check } => schemas(check),
         Cmd::Package => build_filters().and_then(|()| oci::package_all()).map(drop),
         Cmd::Up => up(),
         Cmd::Test { cargo_test_args } => test(&cargo_test_args),
@@ -86,6 +93,26 @@ fn render() -> Result<()> {
         } else {
             "unchanged"
         };
+        println!("{}: {state}", path.display());
+    }
+    Ok(())
+}
+
+fn schemas(check: bool) -> Result<()> {
+    if check {
+        let stale = xtask::schemas::stale()?;
+        for path in &stale {
+            eprintln!("{}: stale", path.display());
+        }
+        anyhow::ensure!(
+            stale.is_empty(),
+            "run `cargo xtask schemas` and commit the result"
+        );
+        println!("schemas: up to date");
+        return Ok(());
+    }
+    for (path, changed) in xtask::schemas::write_all()? {
+        let state = if changed { "written" } else { "unchanged" };
         println!("{}: {state}", path.display());
     }
     Ok(())

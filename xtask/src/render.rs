@@ -97,7 +97,8 @@ impl Endpoints {
         }
     }
 
-    fn variables(&self) -> BTreeMap<&'static str, String> {
+    /// The template's placeholders and their values (also used to check the docs' examples).
+    pub fn variables(&self) -> BTreeMap<&'static str, String> {
         BTreeMap::from([
             ("LISTEN_ADDRESS", self.listen_address.clone()),
             ("HTTP_PORT", self.http_port.to_string()),
