@@ -8,15 +8,12 @@
 //! the wait ran out, it makes the request's context effective again and decides it for good.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use wasmgate_filter_common::RequestInfo;
 use wasmgate_filter_common::host::log_config_error;
 
@@ -24,9 +21,16 @@ use crate::FILTER_NAME;
 use crate::challenge::{Denial, respond};
 use crate::config::{Config, JwksSource};
 use crate::engine::{Engine, IDENTITY_HEADER_PREFIX, Outcome, RequestView, Wait, WaitPolicy};
-use crate::jwks::{MAX_JWKS_BYTES, parse_jwks};
 use crate::metrics::{Metric, Metrics};
-use crate::refresh::{Acquire, RefreshState, Refresher, SharedStore, StoreError, Why};
+use crate::refresh::{RefreshState, Refresher, Why};
+
+use host::{
+    HostMetrics, HostStore, header_bytes, header_text, log, now_ms, request_header_names, vm_nonce,
+};
+use keys::{finish_fetch, maybe_fetch, sync_keys};
+
+mod host;
+mod keys;
 
 // The module's entry point exists only in the wasm build: on the host, where xtask links the three
 // filters into one binary (for their config schemas), each crate's `_initialize` would clash.
@@ -367,153 +371,6 @@ fn apply(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled 
     }
 }
 
-/// Loads the shared key set into this VM if its generation moved. Returns whether it changed.
-fn sync_keys(state: &mut VmState) -> bool {
-    let Some(refresher) = &state.refresher else {
-        return false;
-    };
-    let (shared, _) = refresher.read(&HostStore);
-    if shared.generation == state.engine.generation() {
-        return false;
-    }
-    let Some(document) = refresher.document(&HostStore) else {
-        return false;
-    };
-    match parse_jwks(&document) {
-        Ok(parsed) => {
-            state.engine.set_keys(parsed.set, shared.generation);
-            true
-        }
-        Err(e) => {
-            // The fetcher validated it; seeing this means shared data was tampered with.
-            log(
-                LogLevel::Warn,
-                &format!("{FILTER_NAME}: shared JWKS unusable: {e}"),
-            );
-            state.engine.mark_generation(shared.generation);
-            false
-        }
-    }
-}
-
-fn maybe_fetch(state: &mut VmState, now: u64) {
-    let Some(refresher) = &state.refresher else {
-        return;
-    };
-    if state.in_flight.is_some() {
-        return;
-    }
-    let wanted = state.wanted.take();
-    let why = wanted.unwrap_or(Why::Periodic);
-    match refresher.try_acquire(&HostStore, why, now) {
-        Acquire::Acquired => {
-            let cfg = refresher.config();
-            let headers = vec![
-                (":method", "GET"),
-                (":path", cfg.path.as_str()),
-                (":authority", cfg.authority.as_str()),
-                ("accept", "application/json"),
-            ];
-            let timeout = Duration::from_millis(cfg.timeout_ms);
-            match hostcalls::dispatch_http_call(&cfg.cluster, headers, None, vec![], timeout) {
-                Ok(token) => state.in_flight = Some(token),
-                Err(status) => {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "{FILTER_NAME}: JWKS fetch from cluster `{}` could not start: {status:?}",
-                            cfg.cluster
-                        ),
-                    );
-                    refresher.complete_failed(&HostStore, now);
-                    state.metrics.count(Metric::JwksRefreshFailed);
-                }
-            }
-        }
-        Acquire::NotDue => {
-            // Nothing will be fetched for these requests (rate limit or retry delay): answer now.
-            if wanted.is_some() {
-                for w in &mut state.waiters {
-                    let kind_matches = match why {
-                        Why::UnknownKid => w.kind == Wait::UnknownKid,
-                        Why::Periodic => w.kind == Wait::NoKeys,
-                    };
-                    if kind_matches {
-                        w.give_up = true;
-                    }
-                }
-            }
-        }
-        Acquire::Busy => {}
-        Acquire::Failed => {
-            log(
-                LogLevel::Warn,
-                &format!("{FILTER_NAME}: shared data refused the refresh lease"),
-            );
-        }
-    }
-}
-
-fn finish_fetch(state: &mut VmState, body_size: usize, now: u64) {
-    // Whoever asked for a fetch meanwhile is answered by this one: its waiters see the attempt
-    // count move.
-    state.wanted = None;
-    let Some(refresher) = &state.refresher else {
-        return;
-    };
-    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .map(|s| String::from_utf8_lossy(&s).into_owned());
-    let result = if status.as_deref() != Some("200") {
-        Err(format!(
-            "status {}",
-            status.as_deref().unwrap_or("none (timeout or reset)")
-        ))
-    } else if body_size > MAX_JWKS_BYTES {
-        Err(format!("body of {body_size} bytes is too large"))
-    } else {
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        match parse_jwks(&body) {
-            Ok(parsed) => Ok((body, parsed)),
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    match result {
-        Ok((body, parsed)) => {
-            for skipped in &parsed.skipped {
-                log(
-                    LogLevel::Warn,
-                    &format!("{FILTER_NAME}: JWKS key skipped: {skipped}"),
-                );
-            }
-            if refresher.complete_ok(&HostStore, &body, now) {
-                state.metrics.count(Metric::JwksRefreshOk);
-                log(
-                    LogLevel::Info,
-                    &format!("{FILTER_NAME}: JWKS refreshed, {} keys", parsed.set.len()),
-                );
-                sync_keys(state);
-            } else {
-                state.metrics.count(Metric::JwksRefreshFailed);
-            }
-        }
-        Err(reason) => {
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "{FILTER_NAME}: JWKS refresh failed, keeping the last good keys: {reason}"
-                ),
-            );
-            refresher.complete_failed(&HostStore, now);
-            state.metrics.count(Metric::JwksRefreshFailed);
-        }
-    }
-}
-
 /// Decides every paused request that has waited enough: keys changed, an attempt completed,
 /// no fetch will come, or the wait ran out.
 fn resolve_waiters(vm: &Shared, root_id: u32, now: u64) {
@@ -560,162 +417,4 @@ fn send(response: &crate::challenge::Response) -> Action {
         .collect();
     let _ = hostcalls::send_http_response(response.status, headers, Some(&response.body));
     Action::Pause
-}
-
-fn log(level: LogLevel, line: &str) {
-    let _ = hostcalls::log(level, line);
-}
-
-fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A number that tells this VM apart from the others as lease holder: random (WASI random_get
-/// seeds std's hasher keys) mixed with the context id.
-fn vm_nonce(context_id: u32) -> u64 {
-    RandomState::new().hash_one(context_id).max(1)
-}
-
-fn header_bytes(name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
-}
-
-/// Pseudo-headers are ASCII in every host; anything else is read lossily rather than trusted.
-fn header_text(name: &str) -> String {
-    header_bytes(name)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-/// The request's header names. The SDK's `get_map` would panic on a name that is not UTF-8, so
-/// the map is read with the raw hostcall and decoded here, skipping such names.
-fn request_header_names() -> Vec<String> {
-    raw::header_map(MapType::HttpRequestHeaders)
-        .into_iter()
-        .filter_map(|name| String::from_utf8(name).ok())
-        .map(|name| name.to_ascii_lowercase())
-        .collect()
-}
-
-mod raw {
-    use proxy_wasm::types::MapType;
-
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_get_header_map_pairs(
-            map_type: u32,
-            return_map_data: *mut *mut u8,
-            return_map_size: *mut usize,
-        ) -> u32;
-    }
-
-    /// The names of a header map, decoded without trusting the host's lengths.
-    pub fn header_map(map: MapType) -> Vec<Vec<u8>> {
-        let mut data: *mut u8 = std::ptr::null_mut();
-        let mut size: usize = 0;
-        // SAFETY: the host writes a pointer to `size` bytes it allocated through the SDK's
-        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); we take ownership
-        // of it once, as the SDK itself does.
-        let bytes = unsafe {
-            if proxy_get_header_map_pairs(map as u32, &mut data, &mut size) != 0 || data.is_null() {
-                return Vec::new();
-            }
-            Vec::from_raw_parts(data, size, size)
-        };
-        names(&bytes)
-    }
-
-    /// proxy-wasm map encoding: u32 count, then count × (u32 name length, u32 value length),
-    /// then each name and value followed by a NUL byte.
-    fn names(bytes: &[u8]) -> Vec<Vec<u8>> {
-        let u32_at = |at: usize| -> Option<usize> {
-            let b = bytes.get(at..at.checked_add(4)?)?;
-            let arr: [u8; 4] = b.try_into().ok()?;
-            usize::try_from(u32::from_le_bytes(arr)).ok()
-        };
-        let mut out = Vec::new();
-        let Some(count) = u32_at(0) else { return out };
-        let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-            return out;
-        };
-        for i in 0..count {
-            let Some(entry) = i.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-                break;
-            };
-            let (Some(name_len), Some(value_len)) =
-                (u32_at(entry), entry.checked_add(4).and_then(u32_at))
-            else {
-                break;
-            };
-            let Some(name) = data
-                .checked_add(name_len)
-                .and_then(|end| bytes.get(data..end))
-            else {
-                break;
-            };
-            out.push(name.to_vec());
-            let next = data
-                .checked_add(name_len)
-                .and_then(|n| n.checked_add(value_len))
-                .and_then(|n| n.checked_add(2));
-            match next {
-                Some(n) => data = n,
-                None => break,
-            }
-        }
-        out
-    }
-}
-
-/// proxy-wasm shared data as a `SharedStore`.
-struct HostStore;
-
-impl SharedStore for HostStore {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(bytes), Some(cas))) => Some((bytes, cas)),
-            Ok((Some(bytes), None)) => Some((bytes, 0)),
-            _ => None,
-        }
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(_) => Err(StoreError::Other),
-        }
-    }
-}
-
-/// Counter ids defined once at configure time.
-struct HostMetrics {
-    ids: HashMap<Metric, u32>,
-}
-
-impl HostMetrics {
-    fn define() -> Self {
-        let ids = Metric::all()
-            .into_iter()
-            .filter_map(|m| {
-                hostcalls::define_metric(MetricType::Counter, &m.name())
-                    .ok()
-                    .map(|id| (m, id))
-            })
-            .collect();
-        Self { ids }
-    }
-}
-
-impl Metrics for HostMetrics {
-    fn count(&self, metric: Metric) {
-        if let Some(&id) = self.ids.get(&metric) {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
 }
