@@ -334,21 +334,9 @@ fn q(s: &str) -> String {
 /// `value` as block YAML indented by `indent` spaces, keys sorted (so the output does not depend
 /// on serde_json's map order).
 fn yaml_block(value: &Value, indent: usize) -> Result<String> {
-    let text = serde_yaml::to_string(&sorted(value.clone()))?;
+    let text = serde_yaml::to_string(&crate::oci::with_sorted_keys(value.clone()))?;
     let pad = " ".repeat(indent);
     Ok(text.lines().map(|line| format!("{pad}{line}\n")).collect())
-}
-
-fn sorted(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let ordered: BTreeMap<String, Value> =
-                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-            Value::Object(ordered.into_iter().collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-        other => other,
-    }
 }
 
 /// Wraps `text` as `#` comment lines of at most ~96 columns, indented by `indent`.

@@ -242,18 +242,23 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
 /// Compact JSON with object keys sorted, so maps (oci-spec keeps annotations in a `HashMap`)
 /// always serialise the same way.
 fn canonical_json(value: Value) -> Result<Vec<u8>> {
-    fn sorted(value: Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let ordered: BTreeMap<String, Value> =
-                    map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-                Value::Object(ordered.into_iter().collect())
-            }
-            Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-            other => other,
+    Ok(serde_json::to_vec(&with_sorted_keys(value))?)
+}
+
+/// `value` with every object's keys in sorted order, whatever order it was built in (serde_json
+/// keeps insertion order when a dependency turns on its `preserve_order`).
+pub(crate) fn with_sorted_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let ordered: BTreeMap<String, Value> = map
+                .into_iter()
+                .map(|(k, v)| (k, with_sorted_keys(v)))
+                .collect();
+            Value::Object(ordered.into_iter().collect())
         }
+        Value::Array(items) => Value::Array(items.into_iter().map(with_sorted_keys).collect()),
+        other => other,
     }
-    Ok(serde_json::to_vec(&sorted(value))?)
 }
 
 #[cfg(test)]
