@@ -12,7 +12,7 @@ use crate::abi::{self, LogLevel};
 use crate::clock::Clock;
 use crate::error::{Error, LogLine, Result};
 use crate::metrics::{MetricValue, Metrics};
-use crate::shared_data::{SharedData, SharedQueues, lock};
+use crate::shared_data::{CasRules, SharedData, SharedQueues, lock};
 use crate::vm::{Vm, VmState};
 use crate::{hostcalls, module_cache, wasi};
 
@@ -235,6 +235,11 @@ impl Host {
     /// even on a lightly loaded machine.
     pub fn set_contention(&self, on: bool) {
         self.inner.shared_data.set_yield_after_read(on);
+    }
+
+    /// Which host's rules shared data follows for a set on a missing key (Envoy's by default).
+    pub fn set_cas_rules(&self, rules: CasRules) {
+        self.inner.shared_data.set_cas_rules(rules);
     }
 
     /// Sets a property every stream of every VM sees unless the stream overrides it

@@ -43,7 +43,7 @@ pub use clock::Clock;
 pub use error::{Error, LogLine, Result};
 pub use host::{FilterModule, Host, LogRecord};
 pub use metrics::MetricValue;
-pub use shared_data::{SetOutcome, SharedData};
+pub use shared_data::{CasRules, SetOutcome, SharedData};
 pub use stream::HttpStream;
 pub use types::{CallResponse, Callout, Headers, LocalResponse, Message};
 pub use vm::Vm;

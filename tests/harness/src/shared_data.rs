@@ -7,6 +7,11 @@
 //! - a set with a non-zero cas on an existing key succeeds only if the cas matches, else
 //!   `CasMismatch`;
 //! - every successful set gives the entry a new cas, never 0.
+//!
+//! [`CasRules::NgxWasm`] switches to the rule of Kong's ngx_wasm_module (its shm key/value
+//! store): a set succeeds only if its cas equals the key's current cas, 0 for a missing key. So
+//! cas 0 creates a missing key and is refused on an existing one; there is no unconditional
+//! write. Filters meant for both hosts are tested under both.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -25,6 +30,16 @@ struct Store {
     next_cas: u32,
 }
 
+/// Whose rules a set on a missing key follows (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CasRules {
+    /// A missing key takes any cas.
+    #[default]
+    Envoy,
+    /// The cas must equal the current one, 0 for a missing key.
+    NgxWasm,
+}
+
 /// The key/value store behind `proxy_get_shared_data` / `proxy_set_shared_data`.
 #[derive(Debug, Default)]
 pub struct SharedData {
@@ -32,6 +47,7 @@ pub struct SharedData {
     cas_mismatches: AtomicU64,
     writes: AtomicU64,
     yield_after_read: AtomicBool,
+    exact_cas: AtomicBool,
 }
 
 impl SharedData {
@@ -50,10 +66,12 @@ impl SharedData {
     pub fn set(&self, key: &str, value: Vec<u8>, cas: u32) -> SetOutcome {
         let mut store = lock(&self.store);
         let current = store.entries.get(key).map(|(_, c)| *c);
-        if let Some(current) = current
-            && cas != 0
-            && cas != current
-        {
+        let refused = if self.exact_cas.load(Ordering::Relaxed) {
+            cas != current.unwrap_or(0)
+        } else {
+            current.is_some_and(|current| cas != 0 && cas != current)
+        };
+        if refused {
             drop(store);
             self.cas_mismatches.fetch_add(1, Ordering::Relaxed);
             return SetOutcome::CasMismatch;
@@ -75,6 +93,11 @@ impl SharedData {
     /// How many writes succeeded so far.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_cas_rules(&self, rules: CasRules) {
+        self.exact_cas
+            .store(rules == CasRules::NgxWasm, Ordering::Relaxed);
     }
 
     /// Makes every read yield the OS thread before returning (see [`crate::Host::set_contention`]).
@@ -201,6 +224,23 @@ mod tests {
         assert_eq!(data.get("k").unwrap().0, b"4");
         assert_eq!(data.cas_mismatches(), 1);
         assert_eq!(data.writes(), 3);
+    }
+
+    #[test]
+    fn ngx_wasm_module_cas_rules() {
+        let data = SharedData::default();
+        data.set_cas_rules(CasRules::NgxWasm);
+        // A missing key is created only with cas 0.
+        assert_eq!(data.set("k", b"1".to_vec(), 12345), SetOutcome::CasMismatch);
+        assert_eq!(data.get("k"), None);
+        assert_eq!(data.set("k", b"1".to_vec(), 0), SetOutcome::Stored);
+        let (_, cas1) = data.get("k").unwrap();
+        // cas 0 never overwrites; only the exact current cas does.
+        assert_eq!(data.set("k", b"2".to_vec(), 0), SetOutcome::CasMismatch);
+        assert_eq!(data.set("k", b"2".to_vec(), cas1), SetOutcome::Stored);
+        assert_eq!(data.set("k", b"3".to_vec(), cas1), SetOutcome::CasMismatch);
+        assert_eq!(data.get("k").unwrap().0, b"2");
+        assert_eq!(data.cas_mismatches(), 3);
     }
 
     #[test]
