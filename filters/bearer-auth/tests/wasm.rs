@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use jwt_simple::prelude::*;
 use serde_json::{Value, json};
-use wasmgate_harness::{Action, CallResponse, FilterModule, Host, LogLevel, Vm, filter_wasm};
+use wasmgate_harness::{
+    Action, CallResponse, CasRules, FilterModule, Host, LogLevel, Vm, filter_wasm,
+};
 
 static MODULE: LazyLock<FilterModule> =
     LazyLock::new(|| FilterModule::from_file(filter_wasm("bearer-auth").unwrap()).unwrap());
@@ -582,7 +584,19 @@ fn endpoint_down_or_bad_document_keeps_the_last_good_keys() {
 
 #[test]
 fn workers_share_one_key_set_and_one_fetch() {
+    workers_share_keys_and_fetches(CasRules::Envoy);
+}
+
+/// Kong's ngx_wasm_module creates a missing shared-data key only with CAS 0: the refresh lease
+/// must still be taken by exactly one VM there, and the key set shared.
+#[test]
+fn workers_share_keys_and_fetches_under_ngx_wasm_module_cas_rules() {
+    workers_share_keys_and_fetches(CasRules::NgxWasm);
+}
+
+fn workers_share_keys_and_fetches(rules: CasRules) {
     let host = Host::new(&MODULE);
+    host.set_cas_rules(rules);
     let s = Signer::new("k1");
     let mut vms: Vec<Vm> = (0..4).map(|_| host.plugin(&config("")).unwrap()).collect();
     for vm in &mut vms {
@@ -604,6 +618,17 @@ fn workers_share_one_key_set_and_one_fetch() {
         vm.tick().unwrap();
     }
     assert_eq!(vms.iter().map(|vm| vm.callouts().len()).sum::<usize>(), 1);
+    // The refreshed document replaces the stored one (an overwrite, which ngx_wasm_module only
+    // takes as a compare-and-swap), and every VM then accepts the new key.
+    let s2 = Signer::new("k2");
+    for vm in &mut vms {
+        answer_jwks(vm, 200, &jwks(&[&s, &s2]));
+    }
+    let auth2 = format!("Bearer {}", s2.token(&host, "demo"));
+    for vm in &mut vms {
+        vm.tick().unwrap();
+        assert_eq!(send(vm, &get("/me", Some(&auth2))).action, Action::Continue);
+    }
 }
 
 #[test]

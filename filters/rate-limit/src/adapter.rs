@@ -219,7 +219,7 @@ impl SharedStore for HostStore {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+        match wasmgate_filter_common::host::set_shared_data(key, value, Some(cas)) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(SetError::CasMismatch),
             Err(status) => Err(SetError::Other(format!("set_shared_data: {status:?}"))),

@@ -135,7 +135,7 @@ impl SharedStore for HostStore {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match wasmgate_filter_common::host::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
             Err(_) => Err(StoreError::Other),
