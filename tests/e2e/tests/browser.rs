@@ -26,8 +26,11 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A chromedriver process (in its own process group, so the browser it starts goes with it)
-/// and one browser session.
+/// A chromedriver process and one browser session. Chromedriver runs as the first process of a
+/// PID namespace of its own (`unshare --pid --fork --kill-child`): whatever it or Chromium signal
+/// stays inside that namespace, and when `unshare` dies the kernel ends every process in it.
+/// Twice, on this machine, a run of this test ended with every process of the machine killed
+/// (CI and the shell that started it included); the namespace keeps any such signal inside.
 struct Browser {
     driver: Child,
     base: String,
@@ -35,42 +38,15 @@ struct Browser {
     http: reqwest::Client,
     shots: PathBuf,
     shot_count: u32,
-    profile: PathBuf,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // After a failure the session was not closed: stop the whole group (chromedriver and
-        // the Chromium processes it started), then anything else still naming our profile.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.driver.id())])
-            .status();
+        // `unshare` passes SIGKILL on to the namespace's first process (`--kill-child`), and the
+        // kernel then kills everything else in the namespace.
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        for pid in processes_naming(&self.profile) {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        }
     }
-}
-
-/// Ids of the processes whose command line mentions `dir` (our unique browser profile).
-fn processes_naming(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().into_owned();
-            pid.bytes().all(|b| b.is_ascii_digit()).then_some(pid)
-        })
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 fn free_port() -> u16 {
@@ -124,14 +100,15 @@ impl Browser {
         home_trusting(ca_cert, &home);
         std::fs::create_dir_all(&shots).unwrap();
         let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
+        let driver = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--", CHROMEDRIVER])
             .arg(format!("--port={port}"))
             .env("HOME", &home)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("chromedriver.log")).unwrap())
             .process_group(0)
             .spawn()
-            .expect("start chromedriver");
+            .expect("start chromedriver in a PID namespace of its own (util-linux unshare)");
         let mut b = Browser {
             driver,
             base: format!("http://127.0.0.1:{port}"),
@@ -143,7 +120,6 @@ impl Browser {
                 .unwrap(),
             shots,
             shot_count: 0,
-            profile: dir.join("profile"),
         };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -155,7 +131,7 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = b.profile.clone();
+        let profile = dir.join("profile");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": false,
