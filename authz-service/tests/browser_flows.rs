@@ -849,7 +849,7 @@ async fn introspection_and_revocation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn concurrent_exchanges_of_one_code_give_one_token() {
+async fn concurrent_exchanges_of_one_code_give_at_most_one_token_and_revoke_it() {
     let (_dir, server) = start();
     let mut ua = Agent::new(&server);
     let code = ua.code(&[]).await;
@@ -880,16 +880,21 @@ async fn concurrent_exchanges_of_one_code_give_one_token() {
     for t in tasks {
         results.push(t.await.unwrap());
     }
+    // At most one exchange wins. A reuse revokes the grant, so a winner still finishing when
+    // another request revokes it is refused too (RFC 6749 §4.1.2: deny the reuse, revoke what
+    // the code gave): zero winners is as correct as one.
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
-    assert_eq!(ok, 1, "{results:?}");
+    assert!(ok <= 1, "{results:?}");
     assert!(
         results
             .iter()
             .filter(|(s, _)| *s != 200)
-            .all(|(s, b)| *s == 400 && b["error"] == "invalid_grant")
+            .all(|(s, b)| *s == 400 && b["error"] == "invalid_grant"),
+        "{results:?}"
     );
-    // The reuse revoked what the winner got.
-    let (_, winner) = results.iter().find(|(s, _)| *s == 200).unwrap();
-    let at = winner["access_token"].as_str().unwrap();
-    assert_eq!(introspect(&server, at).await["active"], false);
+    // The reuse revoked what the winner got, if there was one.
+    if let Some((_, winner)) = results.iter().find(|(s, _)| *s == 200) {
+        let at = winner["access_token"].as_str().unwrap();
+        assert_eq!(introspect(&server, at).await["active"], false);
+    }
 }
