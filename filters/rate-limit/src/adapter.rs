@@ -7,6 +7,8 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
+use wasmgate_filter_common::host::chain::plugin_configuration;
+use wasmgate_filter_common::host::headers::{request_header_text, with_request_headers};
 use wasmgate_filter_common::host::log_config_error;
 
 use crate::FILTER_NAME;
@@ -40,14 +42,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let bytes = plugin_configuration();
         match config::load(&bytes) {
             Ok(config) => {
                 let metrics = HostMetrics::define(&config);
@@ -96,14 +91,16 @@ impl HttpContext for Http {
             // Envoy does not create contexts for a plugin whose configuration was refused.
             return Action::Continue;
         };
-        let request = HostRequest::read();
-        let verdict = engine::decide(
-            &state.config,
-            &HostStore,
-            &request,
-            now_ns(),
-            &state.metrics,
-        );
+        // The request headers are read from the host once for the policies' keys.
+        let verdict = with_request_headers(|| {
+            engine::decide(
+                &state.config,
+                &HostStore,
+                &HostRequest::read(),
+                now_ns(),
+                &state.metrics,
+            )
+        });
         if let Some((level, line)) = &verdict.log {
             let level = match level {
                 engine::LogLevel::Debug => LogLevel::Debug,
@@ -171,12 +168,7 @@ struct HostRequest {
 
 impl HostRequest {
     fn read() -> Self {
-        let get = |name: &str| {
-            hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        };
+        let get = |name: &str| request_header_text(name).unwrap_or_default();
         Self {
             method: get(":method"),
             path: get(":path"),
@@ -192,9 +184,7 @@ impl RequestView for HostRequest {
         &self.path
     }
     fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        request_header_text(name)
     }
     fn source_address(&self) -> Option<String> {
         let bytes = hostcalls::get_property(vec!["source", "address"])

@@ -6,7 +6,11 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use wasmgate_filter_common::host::chain::plugin_configuration;
+use wasmgate_filter_common::host::headers::{
+    request_header_text, set_request_header, with_request_headers,
+};
 use wasmgate_filter_common::host::log_config_error;
 
 use crate::engine::{Outcome, RequestHeaders, RuleSet};
@@ -39,10 +43,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = plugin_configuration();
         match crate::config::load(&bytes) {
             Ok(rules) => {
                 let hits = rules
@@ -85,6 +86,13 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // The request headers are read from the host once for the rules and the removals.
+        with_request_headers(|| self.rewrite())
+    }
+}
+
+impl Stream {
+    fn rewrite(&self) -> Action {
         // Headers only this filter may set: never trust the client's copy.
         set_header(UPSTREAM_HEADER, None);
         set_header(ORIGINAL_PATH_HEADER, None);
@@ -142,24 +150,17 @@ impl HttpContext for Stream {
     }
 }
 
-/// Request headers read from the host on demand, so only the headers the rules use are copied.
+/// The request headers, from the copy `with_request_headers` read.
 struct HostHeaders;
 
 impl RequestHeaders for HostHeaders {
     fn get(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        request_header_text(name)
     }
 }
 
 fn set_header(name: &str, value: Option<&str>) {
-    if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
-        log(
-            LogLevel::Error,
-            &format!("{FILTER_NAME}: could not set request header `{name}`: {status:?}"),
-        );
-    }
+    set_request_header(FILTER_NAME, name, value);
 }
 
 fn define_counter(name: &str) -> Option<u32> {

@@ -13,8 +13,13 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::RequestInfo;
+use wasmgate_filter_common::host::chain::{plugin_configuration, resume_request};
+use wasmgate_filter_common::host::headers::{
+    request_header, request_header_names, request_header_text, set_request_header,
+    with_request_headers,
+};
 use wasmgate_filter_common::host::log_config_error;
 
 use crate::FILTER_NAME;
@@ -24,9 +29,7 @@ use crate::engine::{Engine, IDENTITY_HEADER_PREFIX, Outcome, RequestView, Wait, 
 use crate::metrics::{Metric, Metrics};
 use crate::refresh::{RefreshState, Refresher, Why};
 
-use host::{
-    HostMetrics, HostStore, header_bytes, header_text, log, now_ms, request_header_names, vm_nonce,
-};
+use host::{HostMetrics, HostStore, log, now_ms, vm_nonce};
 use keys::{finish_fetch, maybe_fetch, sync_keys};
 
 mod host;
@@ -101,10 +104,7 @@ impl RootContext for Root {
     }
 
     fn on_configure(&mut self, _: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = plugin_configuration();
         let config = match Config::from_json(&bytes) {
             Ok(config) => config,
             Err(e) => {
@@ -251,12 +251,18 @@ enum Handled {
 }
 
 /// Decides the request of the effective context and applies the decision. With `can_wait`,
-/// a request that needs keys which may still come is left for the caller to pause.
+/// a request that needs keys which may still come is left for the caller to pause. The request
+/// headers are read from the host once for all of it.
 fn handle(vm: &Shared, now: u64, can_wait: bool) -> Handled {
-    let method = header_text(":method");
-    let path = header_text(":path");
-    let host = header_text(":authority");
-    let authorization = header_bytes("authorization");
+    with_request_headers(|| decide_and_apply(vm, now, can_wait))
+}
+
+fn decide_and_apply(vm: &Shared, now: u64, can_wait: bool) -> Handled {
+    let text = |name| request_header_text(name).unwrap_or_default();
+    let method = text(":method");
+    let path = text(":path");
+    let host = text(":authority");
+    let authorization = request_header("authorization");
     let view = RequestView {
         info: RequestInfo {
             method: &method,
@@ -317,18 +323,17 @@ fn apply(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled 
             // Spoofed identity headers go first, whatever the route.
             for name in request_header_names() {
                 if name.starts_with(IDENTITY_HEADER_PREFIX) {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, None);
+                    set_request_header(FILTER_NAME, &name, None);
                 }
             }
             for (name, value) in &allow.set_headers {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+                set_request_header(FILTER_NAME, name, Some(value));
             }
             if allow.remove_authorization {
-                let _ =
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
+                set_request_header(FILTER_NAME, "authorization", None);
             }
             if let Some(path) = &allow.new_path {
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+                set_request_header(FILTER_NAME, ":path", Some(path));
             }
             state.metrics.count(if allow.anonymous {
                 Metric::AllowedAnonymous
@@ -403,7 +408,7 @@ fn resolve_waiters(vm: &Shared, root_id: u32, now: u64) {
             continue; // the stream is gone
         }
         if let Handled::Continue = handle(vm, now, false) {
-            let _ = hostcalls::resume_http_request();
+            resume_request(id);
         }
     }
     let _ = hostcalls::set_effective_context(root_id);

@@ -1,5 +1,8 @@
 //! The one place in this crate that talks to the proxy-wasm host.
 
+pub mod chain;
+pub mod headers;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 

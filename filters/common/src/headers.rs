@@ -1,0 +1,207 @@
+//! A copy of a request's headers, decoded from the proxy-wasm map encoding, kept in step with the
+//! changes a filter makes. Plain Rust; `host::headers` decides when one is taken and used.
+//!
+//! Why: every header read through the host is a call out of the VM and, for the value, a call
+//! back in to allocate it; reading the whole map once costs the same as reading one header. A
+//! filter that reads several headers, or needs to know whether a header is there before removing
+//! it, reads them here instead.
+
+/// Header names and values as the host gave them (names lowercase in Envoy), in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderSnapshot {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl HeaderSnapshot {
+    pub fn from_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        Self { pairs }
+    }
+
+    /// Decodes proxy-wasm's map encoding: a u32 count, then count × (u32 name length, u32 value
+    /// length), then each name and each value followed by a NUL byte (all little-endian). The
+    /// lengths are not trusted: decoding stops at the first entry that does not fit.
+    pub fn decode(bytes: &[u8]) -> Self {
+        let u32_at = |at: usize| -> Option<usize> {
+            let b = bytes.get(at..at.checked_add(4)?)?;
+            let arr: [u8; 4] = b.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(arr)).ok()
+        };
+        let mut pairs = Vec::new();
+        let Some(count) = u32_at(0) else {
+            return Self { pairs };
+        };
+        let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
+            return Self { pairs };
+        };
+        for i in 0..count {
+            let Some(entry) = i.checked_mul(8).and_then(|n| n.checked_add(4)) else {
+                break;
+            };
+            let (Some(name_len), Some(value_len)) =
+                (u32_at(entry), entry.checked_add(4).and_then(u32_at))
+            else {
+                break;
+            };
+            let name_end = data.checked_add(name_len);
+            let value_start = name_end.and_then(|n| n.checked_add(1));
+            let value_end = value_start.and_then(|n| n.checked_add(value_len));
+            let (Some(name_end), Some(value_start), Some(value_end)) =
+                (name_end, value_start, value_end)
+            else {
+                break;
+            };
+            let (Some(name), Some(value)) =
+                (bytes.get(data..name_end), bytes.get(value_start..value_end))
+            else {
+                break;
+            };
+            pairs.push((name.to_vec(), value.to_vec()));
+            data = value_end.saturating_add(1);
+        }
+        Self { pairs }
+    }
+
+    /// The value of `name` (ASCII case-insensitive). Several headers of that name are joined
+    /// with `,`, as Envoy's own single-header read does.
+    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
+        let mut found: Option<Vec<u8>> = None;
+        for (_, value) in self.matching(name) {
+            match &mut found {
+                None => found = Some(value.clone()),
+                Some(joined) => {
+                    joined.push(b',');
+                    joined.extend_from_slice(value);
+                }
+            }
+        }
+        found
+    }
+
+    /// `get` as text; a value that is not UTF-8 is read lossily.
+    pub fn get_text(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|v| String::from_utf8(v).unwrap_or_else(|e| lossy(e.as_bytes())))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.matching(name).next().is_some()
+    }
+
+    /// Every header name, lowercased, in order (a repeated name appears each time). Names that
+    /// are not UTF-8 are skipped: no filter matches on them.
+    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+        self.pairs
+            .iter()
+            .filter_map(|(n, _)| std::str::from_utf8(n).ok())
+            .map(str::to_ascii_lowercase)
+    }
+
+    /// Mirrors a replace (`Some`) or a removal (`None`) made through the host.
+    pub fn set(&mut self, name: &str, value: Option<&str>) {
+        let position = self
+            .pairs
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()));
+        self.pairs
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name.as_bytes()));
+        if let Some(value) = value {
+            let pair = (name.as_bytes().to_vec(), value.as_bytes().to_vec());
+            match position {
+                Some(at) => self.pairs.insert(at.min(self.pairs.len()), pair),
+                None => self.pairs.push(pair),
+            }
+        }
+    }
+
+    fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)> {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = u32::try_from(pairs.len()).unwrap().to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend(u32::try_from(n.len()).unwrap().to_le_bytes());
+            out.extend(u32::try_from(v.len()).unwrap().to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend(n.as_bytes());
+            out.push(0);
+            out.extend(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn decodes_the_proxy_wasm_map_encoding() {
+        let s = HeaderSnapshot::decode(&encode(&[
+            (":path", "/api/notes"),
+            ("authorization", "Bearer x"),
+            ("empty", ""),
+        ]));
+        assert_eq!(s.get_text(":path").as_deref(), Some("/api/notes"));
+        assert_eq!(s.get("Authorization").as_deref(), Some(&b"Bearer x"[..]));
+        assert_eq!(s.get_text("empty").as_deref(), Some(""));
+        assert_eq!(s.get("missing"), None);
+        assert_eq!(
+            s.names().collect::<Vec<_>>(),
+            [":path", "authorization", "empty"]
+        );
+    }
+
+    #[test]
+    fn lengths_that_do_not_fit_stop_decoding_without_panicking() {
+        let mut bytes = encode(&[("a", "1"), ("b", "2")]);
+        assert_eq!(HeaderSnapshot::decode(&bytes).names().count(), 2);
+        bytes.truncate(bytes.len() - 3);
+        assert_eq!(HeaderSnapshot::decode(&bytes).names().count(), 1);
+        for cut in 0..bytes.len() {
+            let _ = HeaderSnapshot::decode(&bytes[..cut]);
+        }
+        let mut huge = encode(&[("a", "1")]);
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(HeaderSnapshot::decode(&huge).names().count(), 0);
+        assert_eq!(
+            HeaderSnapshot::decode(&u32::MAX.to_le_bytes())
+                .names()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_like_envoy_does() {
+        let s = HeaderSnapshot::decode(&encode(&[("x-a", "1"), ("other", "o"), ("X-A", "2")]));
+        assert_eq!(s.get_text("x-a").as_deref(), Some("1,2"));
+    }
+
+    #[test]
+    fn set_and_remove_mirror_the_host() {
+        let mut s = HeaderSnapshot::decode(&encode(&[("x-a", "1"), (":path", "/"), ("x-a", "2")]));
+        s.set("x-a", Some("3"));
+        assert_eq!(s.get_text("x-a").as_deref(), Some("3"));
+        assert_eq!(s.names().collect::<Vec<_>>(), ["x-a", ":path"]);
+        s.set(":path", None);
+        assert!(!s.contains(":path"));
+        s.set("x-new", Some("n"));
+        assert_eq!(s.names().last().as_deref(), Some("x-new"));
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_stay_bytes_and_read_lossily_as_text() {
+        let s = HeaderSnapshot::from_pairs(vec![(b"authorization".to_vec(), vec![0xff, b'a'])]);
+        assert_eq!(s.get("authorization"), Some(vec![0xff, b'a']));
+        assert_eq!(s.get_text("authorization").as_deref(), Some("\u{fffd}a"));
+    }
+}

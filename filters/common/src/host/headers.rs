@@ -1,0 +1,106 @@
+//! Request headers through one read of the whole map per callback.
+//!
+//! `with_request_headers` reads the map once, and every read and write in `f` goes through the
+//! copy: reads cost nothing, writes reach the host and the copy, and the removal of a header that
+//! is not there costs nothing either. Scopes nest: an inner scope (a filter inside the one-module
+//! chain, whose outer scope read the map already) reuses the outer copy. Outside a scope each call
+//! goes to the host, as before.
+//!
+//! The copy lives in a thread-local because a proxy-wasm VM runs one callback at a time on one
+//! thread, and a callback is exactly the span during which the effective context (and so the
+//! request the copy belongs to) cannot change; the scope ends with the callback.
+
+use std::cell::RefCell;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MapType};
+
+use crate::headers::HeaderSnapshot;
+
+thread_local! {
+    static SNAPSHOT: RefCell<Option<HeaderSnapshot>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the request headers read once (or with the copy an enclosing scope read).
+pub fn with_request_headers<R>(f: impl FnOnce() -> R) -> R {
+    let outer = SNAPSHOT.with(|s| s.borrow().is_some());
+    if outer {
+        return f();
+    }
+    let snapshot = read_map(MapType::HttpRequestHeaders);
+    SNAPSHOT.with(|s| *s.borrow_mut() = Some(snapshot));
+    let result = f();
+    SNAPSHOT.with(|s| *s.borrow_mut() = None);
+    result
+}
+
+/// A request header's value (bytes: it may not be valid text).
+pub fn request_header(name: &str) -> Option<Vec<u8>> {
+    match SNAPSHOT.with(|s| s.borrow().as_ref().map(|snap| snap.get(name))) {
+        Some(found) => found,
+        None => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten(),
+    }
+}
+
+/// A request header as text; a value that is not UTF-8 is read lossily.
+pub fn request_header_text(name: &str) -> Option<String> {
+    request_header(name).map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// The request's header names, lowercased; names that are not UTF-8 are skipped.
+pub fn request_header_names() -> Vec<String> {
+    let names = SNAPSHOT.with(|s| s.borrow().as_ref().map(|snap| snap.names().collect()));
+    names.unwrap_or_else(|| read_map(MapType::HttpRequestHeaders).names().collect())
+}
+
+/// Replaces (`Some`) or removes (`None`) a request header. Inside a scope, removing a header the
+/// request does not have makes no host call. A failure is logged under `filter_name`.
+pub fn set_request_header(filter_name: &str, name: &str, value: Option<&str>) {
+    let known_absent = SNAPSHOT.with(|s| {
+        s.borrow()
+            .as_ref()
+            .is_some_and(|snap| value.is_none() && !snap.contains(name))
+    });
+    if known_absent {
+        return;
+    }
+    if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+        let _ = hostcalls::log(
+            LogLevel::Error,
+            &format!("{filter_name}: could not set request header `{name}`: {status:?}"),
+        );
+        return;
+    }
+    SNAPSHOT.with(|s| {
+        if let Some(snap) = s.borrow_mut().as_mut() {
+            snap.set(name, value);
+        }
+    });
+}
+
+/// Reads a whole header map with the raw host call: the SDK's `get_map` would panic on a name
+/// or value that is not UTF-8, which a client controls.
+fn read_map(map: MapType) -> HeaderSnapshot {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+    }
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on success the host hands over `size` bytes it allocated through the SDK's
+    // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes); ownership is taken once,
+    // as the SDK itself does.
+    let bytes = unsafe {
+        if proxy_get_header_map_pairs(map as u32, &mut data, &mut size) != 0 || data.is_null() {
+            return HeaderSnapshot::default();
+        }
+        Vec::from_raw_parts(data, size, size)
+    };
+    HeaderSnapshot::decode(&bytes)
+}
