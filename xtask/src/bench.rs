@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xtask::build::build;
 use xtask::envoy::ensure_envoy;
-use xtask::paths::{FILTERS, bin_dir, root, run_dir, wasm_dir};
+use xtask::paths::{CHAIN, FILTERS, bin_dir, root, run_dir, wasm_dir};
 use xtask::tools::{ensure_debian_commands, output};
 
 use configs::{FilterConfigs, SCENARIOS, Scenario, Values, bench_dir};
@@ -234,7 +234,7 @@ pub fn run_with(options: &Options) -> Result<Written> {
     }
     let wasm = wasm_dir();
     let mut wasm_sizes = Vec::new();
-    for (_, stem) in FILTERS {
+    for (_, stem) in FILTERS.into_iter().chain([CHAIN]) {
         let path = wasm.join(format!("{stem}.wasm"));
         let meta = fs::metadata(&path)
             .with_context(|| format!("{} is missing: build the filters", path.display()))?;

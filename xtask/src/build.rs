@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::paths::FILTERS;
+use crate::paths::{CHAIN, FILTERS, target_dir, wasm_dir};
 use crate::tools::{cargo, output, run};
 
 pub const WASM_TARGET: &str = "wasm32-wasip1";
@@ -38,8 +38,12 @@ pub fn wasm_rustflags() -> String {
 
 /// `cargo build --target wasm32-wasip1 --profile wasm` of `packages`, with [`wasm_rustflags`].
 fn build_wasm(packages: &[&str]) -> Result<()> {
+    build_wasm_with("wasm", packages)
+}
+
+fn build_wasm_with(profile: &str, packages: &[&str]) -> Result<()> {
     let mut wasm = cargo();
-    wasm.args(["build", "--target", WASM_TARGET, "--profile", "wasm"])
+    wasm.args(["build", "--target", WASM_TARGET, "--profile", profile])
         .env("CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS", wasm_rustflags());
     for package in packages {
         wasm.args(["-p", package]);
@@ -47,12 +51,41 @@ fn build_wasm(packages: &[&str]) -> Result<()> {
     run(&mut wasm)
 }
 
-/// Builds the three filters with the `wasm` profile (what Envoy loads) in one cargo run of
+/// Builds the three filters, then the one-module chain, with the `wasm` profile (what Envoy loads) in one cargo run of
 /// their own, so their features never unify with another package's and the `.wasm` depends on
 /// the filters alone.
 pub fn build_filters() -> Result<()> {
     ensure_wasm_target()?;
-    build_wasm(&FILTERS.map(|(package, _)| package))
+    build_wasm(&FILTERS.map(|(package, _)| package))?;
+    // The chain links the filters without the `entry-point` feature, so it gets a run and a
+    // profile (an output directory) of its own; its module joins the others in `wasm_dir`.
+    build_wasm_with("wasm-chain", &[CHAIN.0])?;
+    let file = format!("{}.wasm", CHAIN.1);
+    let built = target_dir()
+        .join(WASM_TARGET)
+        .join("wasm-chain")
+        .join(&file);
+    std::fs::create_dir_all(wasm_dir())?;
+    // Removed first: the destination may be a hard link cargo made to its own output.
+    let _ = std::fs::remove_file(wasm_dir().join(&file));
+    std::fs::copy(&built, wasm_dir().join(&file))
+        .with_context(|| format!("cannot copy {}", built.display()))?;
+    for (_, stem) in FILTERS.into_iter().chain([CHAIN]) {
+        trim_exports(stem)?;
+    }
+    Ok(())
+}
+
+/// Leaves out the exports of callbacks the module's filter does not handle (`exports`), so the
+/// host does not enter the VM for them.
+fn trim_exports(stem: &str) -> Result<()> {
+    let path = wasm_dir().join(format!("{stem}.wasm"));
+    let module = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let trimmed = crate::exports::without_exports(&module, &crate::exports::unhandled(stem))
+        .with_context(|| format!("cannot trim the exports of {}", path.display()))?;
+    // A new file, not a write through the hard link cargo keeps to its own output.
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, trimmed).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Builds the filters, packages them as OCI image layouts (`target/oci-images/`), builds the

@@ -7,6 +7,7 @@ pub mod compose;
 pub mod deploy;
 pub mod ecds;
 pub mod envoy;
+pub mod exports;
 pub mod oci;
 pub mod paths;
 pub mod process;

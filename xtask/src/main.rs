@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::build::{WASM_TARGET, build, build_filters, ensure_wasm_target};
-use xtask::paths::{FILTERS, bin_dir, certs_dir, root, wasm_dir};
+use xtask::paths::{CHAIN, FILTERS, bin_dir, certs_dir, root, wasm_dir};
 use xtask::stack::{Stack, StackOptions};
 use xtask::tools::{cargo, ensure_debian_commands, run};
 use xtask::{certs, compose, deploy, envoy, oci, paths};
@@ -208,7 +208,7 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         "-p",
         "wasmgate-harness-fixture",
     ]);
-    for (package, _) in FILTERS {
+    for (package, _) in FILTERS.into_iter().chain([CHAIN]) {
         wasm_clippy.args(["-p", package]);
     }
     run(wasm_clippy.args(["--", "-D", "warnings"]))?;

@@ -25,7 +25,7 @@ pub fn envoy_dir() -> PathBuf {
     root().join("envoy")
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
@@ -65,3 +65,7 @@ pub const FILTERS: [(&str, &str); 3] = [
     ("rate-limit", "rate_limit"),
     ("route-rewrite", "route_rewrite"),
 ];
+
+/// The one-module chain of the three filters (package, `.wasm` stem): built in a cargo run of
+/// its own, since it links the filters without their entry points (filters/chain).
+pub const CHAIN: (&str, &str) = ("chain", "chain");

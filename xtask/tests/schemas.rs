@@ -30,7 +30,7 @@ use jsonschema::{ValidationError, Validator};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wasmgate_harness::{Error, FilterModule, Host, filter_wasm};
-use xtask::paths::{FILTERS, root};
+use xtask::paths::{CHAIN, FILTERS, root};
 use xtask::render::{Endpoints, render};
 use xtask::schemas::{field_of_pointer, schema, schema_path, stale};
 
@@ -235,7 +235,10 @@ fn markdown_examples(path: &Path, json_must_be_marked: bool, out: &mut Vec<Examp
         let language = block.info.first().map(String::as_str).unwrap_or("");
         let package = marker(&block, "filter");
         if let Some(p) = package {
-            assert!(PACKAGES.contains(&p), "{origin}: unknown filter `{p}`");
+            assert!(
+                PACKAGES.contains(&p) || p == CHAIN.0,
+                "{origin}: unknown filter `{p}`"
+            );
         }
         match language {
             "json" => {
@@ -264,12 +267,7 @@ fn markdown_examples(path: &Path, json_must_be_marked: bool, out: &mut Vec<Examp
                     Some(other) => panic!("{origin}: unknown items={other}"),
                 };
                 let config = config.unwrap_or_else(|e| panic!("{origin}: not JSON: {e}"));
-                out.push(Example {
-                    origin,
-                    package: package.to_owned(),
-                    config,
-                    whole,
-                });
+                push_example(out, origin, package, config, whole);
             }
             "yaml" | "yml" => {
                 for document in yaml_documents(&substitute_local(&block.text)) {
@@ -277,17 +275,44 @@ fn markdown_examples(path: &Path, json_must_be_marked: bool, out: &mut Vec<Examp
                         let package = package.or(named).unwrap_or_else(|| {
                             panic!("{origin}: a filter config, but which filter? Mark the block `filter=<filter>`")
                         });
-                        out.push(Example {
-                            origin: origin.clone(),
-                            package: package.to_owned(),
-                            config,
-                            whole: true,
-                        });
+                        push_example(out, origin.clone(), package, config, true);
                     }
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// Adds an example; a chain configuration (filters/chain) is one example per section, each a
+/// whole configuration of that section's filter.
+fn push_example(out: &mut Vec<Example>, origin: String, package: &str, config: Value, whole: bool) {
+    if package != CHAIN.0 {
+        out.push(Example {
+            origin,
+            package: package.to_owned(),
+            config,
+            whole,
+        });
+        return;
+    }
+    let sections = config
+        .as_object()
+        .unwrap_or_else(|| panic!("{origin}: a chain configuration is an object"));
+    for (key, section) in sections {
+        if key == "$schema" {
+            continue;
+        }
+        let package = PACKAGES
+            .into_iter()
+            .find(|p| p.replace('-', "_") == *key)
+            .unwrap_or_else(|| panic!("{origin}: unknown chain section `{key}`"));
+        out.push(Example {
+            origin: format!("{origin} ({key})"),
+            package: package.to_owned(),
+            config: section.clone(),
+            whole: true,
+        });
     }
 }
 

@@ -96,6 +96,19 @@ impl HeaderSnapshot {
             .map(str::to_ascii_lowercase)
     }
 
+    /// Whether a replace (`Some`) or a removal (`None`) of `name` would leave the headers as they
+    /// are: no header of that name, or exactly one with that value.
+    pub fn already(&self, name: &str, value: Option<&str>) -> bool {
+        let mut matching = self.matching(name);
+        match (value, matching.next()) {
+            (None, None) => true,
+            (Some(v), Some((_, current))) => {
+                current.as_slice() == v.as_bytes() && matching.next().is_none()
+            }
+            _ => false,
+        }
+    }
+
     /// Mirrors a replace (`Some`) or a removal (`None`) made through the host.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
         let position = self
@@ -196,6 +209,18 @@ mod tests {
         assert!(!s.contains(":path"));
         s.set("x-new", Some("n"));
         assert_eq!(s.names().last().as_deref(), Some("x-new"));
+    }
+
+    #[test]
+    fn a_write_that_changes_nothing_is_recognised() {
+        let s = HeaderSnapshot::decode(&encode(&[(":path", "/a"), ("x-a", "1"), ("x-a", "1")]));
+        assert!(s.already("missing", None));
+        assert!(s.already(":path", Some("/a")));
+        assert!(!s.already(":path", Some("/b")));
+        assert!(!s.already(":path", None));
+        assert!(!s.already("missing", Some("")));
+        // Two headers of the name: a replace leaves one, so it changes something.
+        assert!(!s.already("x-a", Some("1")));
     }
 
     #[test]

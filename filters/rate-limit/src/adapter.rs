@@ -18,14 +18,21 @@ use crate::keys::RequestView;
 use crate::limiter::CREATE_CAS;
 use crate::store::{SetError, SharedStore};
 
-// The module's entry point exists only in the wasm build: on the host, where xtask links the three
-// filters into one binary (for their config schemas), each crate's `_initialize` would clash.
-#[cfg(target_family = "wasm")]
+// The module's entry point exists only in the wasm build with feature `entry-point` (the default):
+// on the host, where xtask links the three filters into one binary (for their config schemas), and
+// in the one-module chain (filters/chain), each crate's `_initialize` would clash.
+#[cfg(all(target_family = "wasm", feature = "entry-point"))]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     wasmgate_filter_common::host::install_panic_hook(FILTER_NAME);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(root_context);
 }}
+
+/// The filter's root context: what the entry point installs, and what the one-module chain
+/// (filters/chain) runs as a stage.
+pub fn root_context(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
 
 #[derive(Default)]
 struct Root {

@@ -46,5 +46,5 @@ pub use metrics::MetricValue;
 pub use shared_data::{CasRules, SetOutcome, SharedData};
 pub use stream::HttpStream;
 pub use types::{CallResponse, Callout, Headers, LocalResponse, Message};
-pub use vm::Vm;
+pub use vm::{Crossings, Vm};
 pub use wasm_build::{filter_wasm, workspace_root};

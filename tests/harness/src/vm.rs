@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Instance, Store, WasmParams, WasmResults};
+use wasmtime::{CallHook, Instance, Store, WasmParams, WasmResults};
 
 use crate::abi::len_u32;
 use crate::error::{Error, Result};
@@ -54,6 +54,33 @@ pub(crate) struct VmState {
     pub(crate) root_properties: HashMap<String, Vec<u8>>,
     pub(crate) rng: u64,
     pub(crate) done_calls: u32,
+    pub(crate) crossings: Crossings,
+}
+
+/// How often execution crossed the VM boundary: what a host call costs in a real host is mostly
+/// the crossing, so these counts compare the host traffic of filters without timing anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Crossings {
+    /// Calls from the host into the module: callbacks, and the allocations for values handed in.
+    pub into_wasm: u64,
+    /// Calls from the module to the host (proxy-wasm and WASI functions).
+    pub to_host: u64,
+}
+
+impl Crossings {
+    pub fn total(&self) -> u64 {
+        self.into_wasm + self.to_host
+    }
+}
+
+impl std::ops::Sub for Crossings {
+    type Output = Crossings;
+    fn sub(self, earlier: Crossings) -> Crossings {
+        Crossings {
+            into_wasm: self.into_wasm.saturating_sub(earlier.into_wasm),
+            to_host: self.to_host.saturating_sub(earlier.to_host),
+        }
+    }
 }
 
 impl VmState {
@@ -157,8 +184,18 @@ impl Vm {
             // A fixed seed per VM: `random_get` is reproducible from run to run.
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(vm_id),
             done_calls: 0,
+            crossings: Crossings::default(),
         };
         let mut store = Store::new(&module.engine, state);
+        store.call_hook(|mut store, hook| {
+            let crossings = &mut store.data_mut().crossings;
+            match hook {
+                CallHook::CallingWasm => crossings.into_wasm += 1,
+                CallHook::CallingHost => crossings.to_host += 1,
+                CallHook::ReturningFromWasm | CallHook::ReturningFromHost => {}
+            }
+            Ok(())
+        });
         let instance = module
             .linker
             .instantiate(&mut store, &module.module)
@@ -413,6 +450,11 @@ impl Vm {
             .filter(|r| r.vm == id)
             .cloned()
             .collect()
+    }
+
+    /// The VM-boundary crossings so far (see [`Crossings`]).
+    pub fn crossings(&self) -> Crossings {
+        self.store.data().crossings
     }
 
     /// How many times the filter called `proxy_done`.

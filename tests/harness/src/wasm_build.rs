@@ -31,12 +31,19 @@ pub fn filter_wasm(package: &str) -> Result<PathBuf> {
     let root = workspace_root();
     let target_dir = std::env::var_os("WASMGATE_WASM_TARGET_DIR")
         .map_or_else(|| root.join("target").join("harness-wasm"), PathBuf::from);
+    // The one-module chain links the filters without their entry points: its own profile keeps
+    // it from rebuilding their `.wasm` files in the shared output directory (Cargo.toml).
+    let profile = if package == "chain" {
+        "wasm-chain"
+    } else {
+        "wasm"
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", &target_dir)
         .args(["build", "--quiet", "-p", package])
-        .args(["--target", "wasm32-wasip1", "--profile", "wasm"])
+        .args(["--target", "wasm32-wasip1", "--profile", profile])
         .output()
         .map_err(|e| Error::Build {
             package: package.to_owned(),
@@ -48,5 +55,5 @@ pub fn filter_wasm(package: &str) -> Result<PathBuf> {
             reason: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    Ok(target_dir.join("wasm32-wasip1").join("wasm").join(file))
+    Ok(target_dir.join("wasm32-wasip1").join(profile).join(file))
 }

@@ -53,7 +53,7 @@ const fn with_token(mut s: Scenario) -> Scenario {
 }
 
 /// Every configuration, in report order. A, B and C are the references the ratios use.
-pub const SCENARIOS: [Scenario; 10] = [
+pub const SCENARIOS: [Scenario; 11] = [
     scenario("A", "Envoy direct response (ceiling)", "A"),
     scenario("B", "passthrough (router only)", "B"),
     with_token(scenario(
@@ -69,6 +69,11 @@ pub const SCENARIOS: [Scenario; 10] = [
         "D",
         "ours: bearer-auth + rate-limit + route-rewrite",
         "D",
+    )),
+    with_token(scenario(
+        "D1",
+        "ours in one module: the three filters as stages of chain.wasm, one VM",
+        "D1",
     )),
     with_token(Scenario {
         bearer_cache: false,
@@ -217,6 +222,14 @@ pub fn render(scenario: &Scenario, values: &Values, filters: &FilterConfigs) -> 
         ("BEARER_AUTH_CONFIG", inline(&bearer)?),
         ("RATE_LIMIT_CONFIG", inline(&filters.rate_limit)?),
         ("ROUTE_REWRITE_CONFIG", inline(&filters.route_rewrite)?),
+        (
+            "CHAIN_CONFIG",
+            inline(&json!({
+                "bearer_auth": bearer,
+                "rate_limit": filters.rate_limit,
+                "route_rewrite": filters.route_rewrite,
+            }))?,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

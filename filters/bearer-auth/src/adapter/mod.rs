@@ -35,16 +35,24 @@ use keys::{finish_fetch, maybe_fetch, sync_keys};
 mod host;
 mod keys;
 
-// The module's entry point exists only in the wasm build: on the host, where xtask links the three
-// filters into one binary (for their config schemas), each crate's `_initialize` would clash.
-#[cfg(target_family = "wasm")]
+// The module's entry point exists only in the wasm build with feature `entry-point` (the default):
+// on the host, where xtask links the three filters into one binary (for their config schemas), and
+// in the one-module chain (filters/chain), each crate's `_initialize` would clash.
+#[cfg(all(target_family = "wasm", feature = "entry-point"))]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     wasmgate_filter_common::host::install_panic_hook(FILTER_NAME);
-    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(Root { id: context_id, vm: None })
-    });
+    proxy_wasm::set_root_context(root_context);
 }}
+
+/// The filter's root context: what the entry point installs, and what the one-module chain
+/// (filters/chain) runs as a stage.
+pub fn root_context(context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root {
+        id: context_id,
+        vm: None,
+    })
+}
 
 /// Tick while requests wait for keys (and right after configure, for the first fetch).
 const FAST_TICK: Duration = Duration::from_millis(10);

@@ -55,15 +55,16 @@ pub fn request_header_names() -> Vec<String> {
     names.unwrap_or_else(|| read_map(MapType::HttpRequestHeaders).names().collect())
 }
 
-/// Replaces (`Some`) or removes (`None`) a request header. Inside a scope, removing a header the
-/// request does not have makes no host call. A failure is logged under `filter_name`.
+/// Replaces (`Some`) or removes (`None`) a request header. Inside a scope, a write that changes
+/// nothing (removing a header the request does not have, or setting the one value it has) makes
+/// no host call. A failure is logged under `filter_name`.
 pub fn set_request_header(filter_name: &str, name: &str, value: Option<&str>) {
-    let known_absent = SNAPSHOT.with(|s| {
+    let no_change = SNAPSHOT.with(|s| {
         s.borrow()
             .as_ref()
-            .is_some_and(|snap| value.is_none() && !snap.contains(name))
+            .is_some_and(|snap| snap.already(name, value))
     });
-    if known_absent {
+    if no_change {
         return;
     }
     if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
