@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::paths::{CHAIN, FILTERS, target_dir, wasm_dir};
+use crate::paths::{CHAIN, FILTERS, FLOOR, target_dir, wasm_dir};
 use crate::tools::{cargo, output, run};
 
 pub const WASM_TARGET: &str = "wasm32-wasip1";
@@ -94,8 +94,10 @@ fn trim_exports(stem: &str) -> Result<()> {
 pub fn build(release: bool) -> Result<()> {
     build_filters()?;
     crate::oci::package_all()?;
-    // The harness's self-test filter, built here with the others rather than by the tests.
-    build_wasm(&["wasmgate-harness-fixture"])?;
+    // The harness's self-test filter and the benchmark's floor, built here with the others
+    // rather than by the tests.
+    build_wasm(&["wasmgate-harness-fixture", FLOOR.0])?;
+    trim_exports(FLOOR.1)?;
     let mut native = cargo();
     native.args(["build", "-p", "authz-service", "-p", "wasmgate-demo"]);
     if release {

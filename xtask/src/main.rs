@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::build::{WASM_TARGET, build, build_filters, ensure_wasm_target};
-use xtask::paths::{CHAIN, FILTERS, bin_dir, certs_dir, root, wasm_dir};
+use xtask::paths::{CHAIN, FILTERS, FLOOR, bin_dir, certs_dir, root, wasm_dir};
 use xtask::stack::{Stack, StackOptions};
 use xtask::tools::{cargo, ensure_debian_commands, run};
 use xtask::{certs, compose, deploy, envoy, oci, paths};
@@ -207,6 +207,8 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         "wasmgate-filter-common",
         "-p",
         "wasmgate-harness-fixture",
+        "-p",
+        FLOOR.0,
     ]);
     for (package, _) in FILTERS.into_iter().chain([CHAIN]) {
         wasm_clippy.args(["-p", package]);

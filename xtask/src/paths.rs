@@ -69,3 +69,6 @@ pub const FILTERS: [(&str, &str); 3] = [
 /// The one-module chain of the three filters (package, `.wasm` stem): built in a cargo run of
 /// its own, since it links the filters without their entry points (filters/chain).
 pub const CHAIN: (&str, &str) = ("chain", "chain");
+
+/// The benchmark's floor filter (bench/floor-filter): what any wasm filter costs.
+pub const FLOOR: (&str, &str) = ("wasmgate-bench-floor", "wasmgate_bench_floor");

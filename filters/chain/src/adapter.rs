@@ -52,15 +52,6 @@ impl Context for Root {
             stage.on_http_call_response(token, headers, body, trailers);
         }
     }
-
-    fn on_done(&mut self) -> bool {
-        // Every stage is told, even after one that is not done yet.
-        let mut done = true;
-        for stage in &mut self.stages {
-            done &= stage.on_done();
-        }
-        done
-    }
 }
 
 impl RootContext for Root {
@@ -211,18 +202,9 @@ impl Stream {
     }
 }
 
-impl Context for Stream {
-    fn on_done(&mut self) -> bool {
-        let Ok(mut streams) = self.stages.try_borrow_mut() else {
-            return true;
-        };
-        let mut done = true;
-        for stream in &mut streams.streams {
-            done &= stream.on_done();
-        }
-        done
-    }
-}
+// No `on_done`: no stage handles it, and the module does not export `proxy_on_done`
+// (xtask/src/exports.rs), so the host never calls it.
+impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {

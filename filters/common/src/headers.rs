@@ -62,7 +62,9 @@ impl HeaderSnapshot {
     }
 
     /// The value of `name` (ASCII case-insensitive). Several headers of that name are joined
-    /// with `,`, as Envoy's own single-header read does.
+    /// with `,` (RFC 9110 §5.3). Envoy's own single-header read returns only the first, which
+    /// would let a second copy (a second `Authorization`, say) go unseen; joined, a duplicate
+    /// credential reads as the malformed value it is.
     pub fn get(&self, name: &str) -> Option<Vec<u8>> {
         let mut found: Option<Vec<u8>> = None;
         for (_, value) in self.matching(name) {
@@ -194,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_headers_are_joined_like_envoy_does() {
+    fn repeated_headers_are_joined_not_hidden_behind_the_first() {
         let s = HeaderSnapshot::decode(&encode(&[("x-a", "1"), ("other", "o"), ("X-A", "2")]));
         assert_eq!(s.get_text("x-a").as_deref(), Some("1,2"));
     }

@@ -53,7 +53,7 @@ const fn with_token(mut s: Scenario) -> Scenario {
 }
 
 /// Every configuration, in report order. A, B and C are the references the ratios use.
-pub const SCENARIOS: [Scenario; 11] = [
+pub const SCENARIOS: [Scenario; 12] = [
     scenario("A", "Envoy direct response (ceiling)", "A"),
     scenario("B", "passthrough (router only)", "B"),
     with_token(scenario(
@@ -94,6 +94,11 @@ pub const SCENARIOS: [Scenario; 11] = [
         "F-route-rewrite",
         "ours: route-rewrite alone",
         "F-route-rewrite",
+    ),
+    scenario(
+        "N",
+        "the floor: one wasm filter that only sets the upstream header",
+        "N",
     ),
 ];
 

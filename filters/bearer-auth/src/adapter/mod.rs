@@ -191,15 +191,18 @@ struct Request {
     vm: Option<Shared>,
 }
 
-impl Context for Request {
-    fn on_done(&mut self) -> bool {
-        // A paused request whose client went away is forgotten.
+impl Context for Request {}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        // A paused request whose client went away is forgotten. In `Drop` rather than `on_done`:
+        // the module then does not export `proxy_on_done`, and the host does not enter the VM for
+        // it on every request (the SDK drops the context on `proxy_on_delete`).
         if let Some(vm) = &self.vm
             && let Ok(mut state) = vm.try_borrow_mut()
         {
             state.waiters.retain(|w| w.context_id != self.id);
         }
-        true
     }
 }
 
