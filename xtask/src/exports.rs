@@ -246,7 +246,7 @@ mod tests {
         assert!(!chain.contains(&"proxy_on_response_headers"));
         for never in [
             "proxy_on_request_headers",
-            "proxy_on_done",
+            "proxy_on_context_create",
             "proxy_on_delete",
         ] {
             for stem in ["bearer_auth", "rate_limit", "route_rewrite", "chain"] {

@@ -358,3 +358,28 @@ fn one_request_crosses_the_vm_boundary_far_less_often_than_through_three_modules
         "chain {chain:?} against three modules {three:?}"
     );
 }
+
+/// Not a test: a loop to profile the chain's own code under `perf` (tests/harness/README.md).
+/// `cargo test -p chain --test wasm profile_loop -- --ignored` with `WASMGATE_HARNESS_PERFMAP=1`.
+#[test]
+#[ignore = "a profiling loop, run by hand"]
+fn profile_loop() {
+    let host = Host::new(&CHAIN);
+    let signer = Signer::new();
+    let mut vm = ready(&host, &signer, 1_000_000_000);
+    let auth = signer.bearer(&host);
+    let n: u32 = std::env::var("PROFILE_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    for _ in 0..n {
+        let mut s = vm.http_stream().unwrap();
+        assert_eq!(
+            s.request_headers(&get("/api/notes", Some(&auth)), true)
+                .unwrap(),
+            Action::Continue
+        );
+        s.response_headers(&[(":status", "200")], false).unwrap();
+        s.finish().unwrap();
+    }
+}

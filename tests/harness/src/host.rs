@@ -45,7 +45,7 @@ impl FilterModule {
     /// Compiles a module from its bytes, refusing any import outside proxy-wasm 0.2.1 and the
     /// WASI set Envoy offers, and any module that lacks the exports the ABI requires.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let engine = Engine::default();
+        let engine = engine()?;
         let module =
             module_cache::compile(&engine, bytes).map_err(|e| Error::Load(format!("{e:#}")))?;
         check_imports(&module)?;
@@ -309,4 +309,17 @@ impl Host {
     pub fn metrics(&self) -> Vec<(String, MetricValue)> {
         self.inner.metrics.all()
     }
+}
+
+/// The wasmtime engine. With `WASMGATE_HARNESS_PERFMAP=1` it writes `/tmp/perf-<pid>.map`, so
+/// `perf report` names the filters' functions (build the module with its `name` section, and set
+/// `WASMGATE_HARNESS_NO_CACHE=1` so it is compiled, not loaded from the cache): the way to see
+/// where a filter's own code spends its time, which Envoy's stripped V8 cannot show.
+fn engine() -> Result<Engine> {
+    if std::env::var_os("WASMGATE_HARNESS_PERFMAP").is_some_and(|v| v != "0") {
+        let mut config = wasmtime::Config::new();
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        return Engine::new(&config).map_err(|e| Error::Wasmtime(format!("{e:#}")));
+    }
+    Ok(Engine::default())
 }
