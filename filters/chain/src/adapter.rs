@@ -187,18 +187,15 @@ impl Stream {
             return Action::Continue;
         };
         let ran = streams.ran.min(streams.streams.len());
-        let mut order: Vec<usize> = (0..ran).collect();
-        if reverse {
-            order.reverse();
-        }
-        for at in order {
-            if let Some(stream) = streams.streams.get_mut(at)
-                && let stop @ Action::Pause = f(stream.as_mut())
-            {
-                return stop;
-            }
-        }
-        Action::Continue
+        let stages = streams.streams.iter_mut().take(ran);
+        // Runs on every response callback: walk the stages in place, no list of indices.
+        let mut run = |stream: &mut Box<dyn HttpContext>| f(stream.as_mut());
+        let stopped = if reverse {
+            stages.rev().map(&mut run).find(|a| *a == Action::Pause)
+        } else {
+            stages.map(&mut run).find(|a| *a == Action::Pause)
+        };
+        stopped.unwrap_or(Action::Continue)
     }
 }
 

@@ -89,13 +89,19 @@ impl HeaderSnapshot {
         self.matching(name).next().is_some()
     }
 
-    /// Every header name, lowercased, in order (a repeated name appears each time). Names that
-    /// are not UTF-8 are skipped: no filter matches on them.
-    pub fn names(&self) -> impl Iterator<Item = String> + '_ {
+    /// The header names that start with `prefix` (ASCII case-insensitive), lowercased, in order
+    /// (a repeated name appears each time). Names that are not UTF-8 are skipped: no filter
+    /// matches on them.
+    pub fn names_starting_with(&self, prefix: &str) -> Vec<String> {
         self.pairs
             .iter()
+            .filter(|(n, _)| {
+                n.get(..prefix.len())
+                    .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+            })
             .filter_map(|(n, _)| std::str::from_utf8(n).ok())
             .map(str::to_ascii_lowercase)
+            .collect()
     }
 
     /// Whether a replace (`Some`) or a removal (`None`) of `name` would leave the headers as they
@@ -170,7 +176,7 @@ mod tests {
         assert_eq!(s.get_text("empty").as_deref(), Some(""));
         assert_eq!(s.get("missing"), None);
         assert_eq!(
-            s.names().collect::<Vec<_>>(),
+            s.names_starting_with(""),
             [":path", "authorization", "empty"]
         );
     }
@@ -178,19 +184,28 @@ mod tests {
     #[test]
     fn lengths_that_do_not_fit_stop_decoding_without_panicking() {
         let mut bytes = encode(&[("a", "1"), ("b", "2")]);
-        assert_eq!(HeaderSnapshot::decode(&bytes).names().count(), 2);
+        assert_eq!(
+            HeaderSnapshot::decode(&bytes).names_starting_with("").len(),
+            2
+        );
         bytes.truncate(bytes.len() - 3);
-        assert_eq!(HeaderSnapshot::decode(&bytes).names().count(), 1);
+        assert_eq!(
+            HeaderSnapshot::decode(&bytes).names_starting_with("").len(),
+            1
+        );
         for cut in 0..bytes.len() {
             let _ = HeaderSnapshot::decode(&bytes[..cut]);
         }
         let mut huge = encode(&[("a", "1")]);
         huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(HeaderSnapshot::decode(&huge).names().count(), 0);
+        assert_eq!(
+            HeaderSnapshot::decode(&huge).names_starting_with("").len(),
+            0
+        );
         assert_eq!(
             HeaderSnapshot::decode(&u32::MAX.to_le_bytes())
-                .names()
-                .count(),
+                .names_starting_with("")
+                .len(),
             0
         );
     }
@@ -206,11 +221,15 @@ mod tests {
         let mut s = HeaderSnapshot::decode(&encode(&[("x-a", "1"), (":path", "/"), ("x-a", "2")]));
         s.set("x-a", Some("3"));
         assert_eq!(s.get_text("x-a").as_deref(), Some("3"));
-        assert_eq!(s.names().collect::<Vec<_>>(), ["x-a", ":path"]);
+        assert_eq!(s.names_starting_with(""), ["x-a", ":path"]);
         s.set(":path", None);
         assert!(!s.contains(":path"));
         s.set("x-new", Some("n"));
-        assert_eq!(s.names().last().as_deref(), Some("x-new"));
+        assert_eq!(
+            s.names_starting_with("").last().map(String::as_str),
+            Some("x-new")
+        );
+        assert_eq!(s.names_starting_with("X-"), ["x-a", "x-new"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::RequestInfo;
 use wasmgate_filter_common::host::chain::{plugin_configuration, resume_request};
 use wasmgate_filter_common::host::headers::{
-    request_header, request_header_names, request_header_text, set_request_header,
+    request_header, request_header_names_starting_with, request_header_text, set_request_header,
     with_request_headers,
 };
 use wasmgate_filter_common::host::log_config_error;
@@ -332,10 +332,8 @@ fn apply(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled 
     match outcome {
         Outcome::Allow(allow) => {
             // Spoofed identity headers go first, whatever the route.
-            for name in request_header_names() {
-                if name.starts_with(IDENTITY_HEADER_PREFIX) {
-                    set_request_header(FILTER_NAME, &name, None);
-                }
+            for name in request_header_names_starting_with(IDENTITY_HEADER_PREFIX) {
+                set_request_header(FILTER_NAME, &name, None);
             }
             for (name, value) in &allow.set_headers {
                 set_request_header(FILTER_NAME, name, Some(value));

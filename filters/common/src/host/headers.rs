@@ -49,10 +49,12 @@ pub fn request_header_text(name: &str) -> Option<String> {
     request_header(name).map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
-/// The request's header names, lowercased; names that are not UTF-8 are skipped.
-pub fn request_header_names() -> Vec<String> {
-    let names = SNAPSHOT.with(|s| s.borrow().as_ref().map(|snap| snap.names().collect()));
-    names.unwrap_or_else(|| read_map(MapType::HttpRequestHeaders).names().collect())
+/// The request's header names that start with `prefix` (ASCII case-insensitive), lowercased;
+/// names that are not UTF-8 are skipped. Only the matches are copied: this runs on every request.
+pub fn request_header_names_starting_with(prefix: &str) -> Vec<String> {
+    let matching = |snap: &HeaderSnapshot| snap.names_starting_with(prefix);
+    let names = SNAPSHOT.with(|s| s.borrow().as_ref().map(matching));
+    names.unwrap_or_else(|| matching(&read_map(MapType::HttpRequestHeaders)))
 }
 
 /// Replaces (`Some`) or removes (`None`) a request header. Inside a scope, a write that changes
