@@ -6,6 +6,8 @@
 //! so a key that appears later (rotation) is honoured at once.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
@@ -17,9 +19,31 @@ pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The map's own hash of a key: its first eight bytes. The key is already a SHA-256 digest,
+/// uniform and beyond a client's choosing, so hashing it again (std's SipHash, on every request)
+/// would buy nothing.
+#[derive(Default)]
+struct DigestPrefix(u64);
+
+impl Hasher for DigestPrefix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(prefix) = bytes.first_chunk::<8>() {
+            self.0 = u64::from_le_bytes(*prefix);
+        }
+    }
+
+    /// A `[u8; 32]` key is hashed as its length, then its bytes: the length is the same for all.
+    fn write_usize(&mut self, _length: usize) {}
+}
+
 pub struct TokenCache {
     capacity: usize,
-    entries: HashMap<TokenHash, Identity>,
+    /// Shared with the requests that use an entry, so a hit copies nothing.
+    entries: HashMap<TokenHash, Rc<Identity>, BuildHasherDefault<DigestPrefix>>,
     /// Insertion order, for evicting the oldest entry when full.
     order: VecDeque<TokenHash>,
 }
@@ -28,7 +52,7 @@ impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
         }
     }
@@ -44,16 +68,16 @@ impl TokenCache {
     /// The identity for this token if it was verified before and has not expired (`now` in
     /// seconds). An expired entry is dropped, so the token goes through full verification, which
     /// applies the clock skew.
-    pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<&Identity> {
+    pub fn get(&mut self, hash: &TokenHash, now: u64) -> Option<Rc<Identity>> {
         let expired = self.entries.get(hash).is_some_and(|id| now > id.expires_at);
         if expired {
             self.entries.remove(hash);
             return None;
         }
-        self.entries.get(hash)
+        self.entries.get(hash).cloned()
     }
 
-    pub fn insert(&mut self, hash: TokenHash, identity: Identity, now: u64) {
+    pub fn insert(&mut self, hash: TokenHash, identity: Rc<Identity>, now: u64) {
         if self.capacity == 0 || now > identity.expires_at {
             return;
         }
@@ -92,14 +116,15 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn id(exp: u64) -> Identity {
-        Identity {
+    fn id(exp: u64) -> Rc<Identity> {
+        Rc::new(Identity {
             subject: Some("bob".into()),
             client_id: None,
             scopes: vec![],
+            scope: String::new(),
             extra_headers: vec![],
             expires_at: exp,
-        }
+        })
     }
 
     #[test]

@@ -55,11 +55,28 @@ pub enum Wait {
 pub struct Allow {
     /// An anonymous route: nothing was checked.
     pub anonymous: bool,
-    /// Headers to set after every `x-auth-*` header was removed.
-    pub set_headers: Vec<(String, String)>,
+    /// Whom the token speaks for (`None` on an anonymous route): shared with the token cache.
+    pub identity: Option<Rc<Identity>>,
     pub remove_authorization: bool,
     /// A new `:path` without the `access_token` parameter, when it must not go upstream.
     pub new_path: Option<String>,
+}
+
+impl Allow {
+    /// The headers to set after every `x-auth-*` header was removed: subject, client id (each
+    /// if the token has one), scope, then the configured claim headers.
+    pub fn identity_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.identity.iter().flat_map(|id| {
+            let subject = id.subject.as_deref().map(|s| (SUBJECT_HEADER, s));
+            let client_id = id.client_id.as_deref().map(|c| (CLIENT_ID_HEADER, c));
+            let claims = id.extra_headers.iter();
+            subject
+                .into_iter()
+                .chain(client_id)
+                .chain(std::iter::once((SCOPE_HEADER, id.scope.as_str())))
+                .chain(claims.map(|(name, value)| (name.as_str(), value.as_str())))
+        })
+    }
 }
 
 /// How the engine may answer when keys are missing.
@@ -127,8 +144,8 @@ impl Engine {
         wait: WaitPolicy,
         metrics: &dyn Metrics,
     ) -> Outcome {
-        let requirement = self.config.rules.requirement(&req.info).clone();
-        if requirement == Requirement::Anonymous {
+        let requirement = self.config.rules.requirement(&req.info);
+        if *requirement == Requirement::Anonymous {
             // Authorization is left alone: the token endpoint uses it for client credentials.
             return Outcome::Allow(Allow {
                 anonymous: true,
@@ -145,79 +162,89 @@ impl Engine {
             Err(e) => return Outcome::Deny(Denial::InvalidRequest(e)),
         };
         let now = now_ms / 1000;
-        let identity = match self.identity(found.token(), now, wait, metrics) {
+        let keys = Keys {
+            set: self.keys.as_deref(),
+            remote: matches!(self.config.jwks, JwksSource::Remote(_)),
+        };
+        let identity = match identity(
+            &mut self.cache,
+            &self.verifier,
+            keys,
+            found.token(),
+            now,
+            wait,
+            metrics,
+        ) {
             Ok(identity) => identity,
             Err(outcome) => return outcome,
         };
-        if let Requirement::Scopes(required) = &requirement
+        if let Requirement::Scopes(required) = requirement
             && !identity.has_scopes(required)
         {
             return Outcome::Deny(Denial::InsufficientScope(required.clone()));
         }
-        Outcome::Allow(self.allow(&identity, &found, req.info.path))
-    }
-
-    fn identity(
-        &mut self,
-        token: &str,
-        now: u64,
-        wait: WaitPolicy,
-        metrics: &dyn Metrics,
-    ) -> Result<Identity, Outcome> {
-        // Oversized tokens are refused before anything, hashing included.
-        if token.len() > self.verifier.max_token_bytes() {
-            return Err(Outcome::Deny(Denial::InvalidToken(TokenError::TooLarge)));
-        }
-        let hash = hash_token(token);
-        if let Some(identity) = self.cache.get(&hash, now) {
-            metrics.count(Metric::CacheHit);
-            return Ok(identity.clone());
-        }
-        metrics.count(Metric::CacheMiss);
-        let remote = matches!(self.config.jwks, JwksSource::Remote(_));
-        let empty = KeySet::default();
-        let keys = self.keys.as_deref().unwrap_or(&empty);
-        match self.verifier.verify(token, keys, now) {
-            Ok(identity) => {
-                self.cache.insert(hash, identity.clone(), now);
-                Ok(identity)
-            }
-            // No key set yet: a token that needs a key waits for the first fetch or gets 503;
-            // it is never let through unverified.
-            Err(TokenError::UnknownKid(_) | TokenError::NoKeyForToken) if self.keys.is_none() => {
-                if wait.may_wait && remote {
-                    Err(Outcome::NeedKeys(Wait::NoKeys))
-                } else {
-                    Err(Outcome::Deny(Denial::KeysUnavailable {
-                        retry_after_seconds: wait.retry_after_seconds,
-                    }))
-                }
-            }
-            Err(TokenError::UnknownKid(_)) if wait.may_wait && remote => {
-                Err(Outcome::NeedKeys(Wait::UnknownKid))
-            }
-            Err(e) => Err(Outcome::Deny(Denial::InvalidToken(e))),
-        }
-    }
-
-    fn allow(&self, identity: &Identity, found: &Found, path: &str) -> Allow {
-        let mut set_headers = Vec::new();
-        if let Some(sub) = &identity.subject {
-            set_headers.push((SUBJECT_HEADER.to_string(), sub.clone()));
-        }
-        if let Some(client) = &identity.client_id {
-            set_headers.push((CLIENT_ID_HEADER.to_string(), client.clone()));
-        }
-        set_headers.push((SCOPE_HEADER.to_string(), identity.scopes.join(" ")));
-        set_headers.extend(identity.extra_headers.iter().cloned());
         let forward = self.config.forward_authorization;
-        Allow {
+        Outcome::Allow(Allow {
             anonymous: false,
-            set_headers,
+            identity: Some(identity),
             remove_authorization: !forward && matches!(found, Found::Header(_)),
             new_path: (!forward && matches!(found, Found::Query(_)))
-                .then(|| strip_query_token(path)),
+                .then(|| strip_query_token(req.info.path)),
+        })
+    }
+}
+
+/// The key set a token is checked against, and whether more keys may come (a remote JWKS).
+#[derive(Clone, Copy)]
+struct Keys<'a> {
+    set: Option<&'a KeySet>,
+    remote: bool,
+}
+
+/// Whom `token` speaks for: from the cache, or verified in full and then cached. A function of
+/// the engine's parts rather than a method, so the matched rule (borrowed from the config) need
+/// not be copied on every request.
+fn identity(
+    cache: &mut TokenCache,
+    verifier: &Verifier,
+    keys: Keys<'_>,
+    token: &str,
+    now: u64,
+    wait: WaitPolicy,
+    metrics: &dyn Metrics,
+) -> Result<Rc<Identity>, Outcome> {
+    // Oversized tokens are refused before anything, hashing included.
+    if token.len() > verifier.max_token_bytes() {
+        return Err(Outcome::Deny(Denial::InvalidToken(TokenError::TooLarge)));
+    }
+    let hash = hash_token(token);
+    if let Some(identity) = cache.get(&hash, now) {
+        metrics.count(Metric::CacheHit);
+        return Ok(identity);
+    }
+    metrics.count(Metric::CacheMiss);
+    let empty = KeySet::default();
+    match verifier.verify(token, keys.set.unwrap_or(&empty), now) {
+        Ok(identity) => {
+            let identity = Rc::new(identity);
+            cache.insert(hash, Rc::clone(&identity), now);
+            Ok(identity)
         }
+        // No key set yet: a token that needs a key waits for the first fetch or gets 503;
+        // it is never let through unverified.
+        Err(TokenError::UnknownKid(_) | TokenError::NoKeyForToken) if keys.set.is_none() => {
+            if wait.may_wait && keys.remote {
+                Err(Outcome::NeedKeys(Wait::NoKeys))
+            } else {
+                Err(Outcome::Deny(Denial::KeysUnavailable {
+                    retry_after_seconds: wait.retry_after_seconds,
+                }))
+            }
+        }
+        Err(TokenError::UnknownKid(_)) if wait.may_wait && keys.remote => {
+            Err(Outcome::NeedKeys(Wait::UnknownKid))
+        }
+        Err(e) => Err(Outcome::Deny(Denial::InvalidToken(e))),
     }
 }
 

@@ -110,6 +110,9 @@ pub struct Identity {
     pub subject: Option<String>,
     pub client_id: Option<String>,
     pub scopes: Vec<String>,
+    /// `scopes` as one space-delimited value, as `x-auth-scope` carries it: joined once when the
+    /// token is verified, not on every request that presents it again.
+    pub scope: String,
     /// Configured claim-to-header mappings, already rendered (arrays joined with spaces).
     pub extra_headers: Vec<(String, String)>,
     /// `exp`, in seconds since the epoch: a cached identity is dropped at this time.
@@ -283,6 +286,7 @@ impl Verifier {
         Ok(Identity {
             subject,
             client_id,
+            scope: scopes.join(" "),
             scopes,
             extra_headers,
             expires_at,

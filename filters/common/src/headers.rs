@@ -7,31 +7,52 @@
 //! it, reads them here instead.
 
 /// Header names and values as the host gave them (names lowercase in Envoy), in order.
+///
+/// The bytes stay in the one buffer the host filled; entries are ranges into it, so a copy of
+/// the whole map costs one allocation however many headers it has. Values written later are
+/// appended to the buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderSnapshot {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+/// Where one header's name and value are in the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    name: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
 }
 
 impl HeaderSnapshot {
     pub fn from_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
-        Self { pairs }
+        let mut snapshot = Self::default();
+        for (name, value) in &pairs {
+            snapshot.push(name, value);
+        }
+        snapshot
     }
 
     /// Decodes proxy-wasm's map encoding: a u32 count, then count × (u32 name length, u32 value
     /// length), then each name and each value followed by a NUL byte (all little-endian). The
     /// lengths are not trusted: decoding stops at the first entry that does not fit.
-    pub fn decode(bytes: &[u8]) -> Self {
+    pub fn decode(bytes: Vec<u8>) -> Self {
+        let entries = Self::entries(&bytes);
+        Self { bytes, entries }
+    }
+
+    fn entries(bytes: &[u8]) -> Vec<Entry> {
         let u32_at = |at: usize| -> Option<usize> {
             let b = bytes.get(at..at.checked_add(4)?)?;
             let arr: [u8; 4] = b.try_into().ok()?;
             usize::try_from(u32::from_le_bytes(arr)).ok()
         };
-        let mut pairs = Vec::new();
+        let mut entries = Vec::new();
         let Some(count) = u32_at(0) else {
-            return Self { pairs };
+            return entries;
         };
         let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-            return Self { pairs };
+            return entries;
         };
         for i in 0..count {
             let Some(entry) = i.checked_mul(8).and_then(|n| n.checked_add(4)) else {
@@ -50,15 +71,16 @@ impl HeaderSnapshot {
             else {
                 break;
             };
-            let (Some(name), Some(value)) =
-                (bytes.get(data..name_end), bytes.get(value_start..value_end))
-            else {
+            if value_end > bytes.len() {
                 break;
-            };
-            pairs.push((name.to_vec(), value.to_vec()));
+            }
+            entries.push(Entry {
+                name: data..name_end,
+                value: value_start..value_end,
+            });
             data = value_end.saturating_add(1);
         }
-        Self { pairs }
+        entries
     }
 
     /// The value of `name` (ASCII case-insensitive). Several headers of that name are joined
@@ -69,7 +91,7 @@ impl HeaderSnapshot {
         let mut found: Option<Vec<u8>> = None;
         for (_, value) in self.matching(name) {
             match &mut found {
-                None => found = Some(value.clone()),
+                None => found = Some(value.to_vec()),
                 Some(joined) => {
                     joined.push(b',');
                     joined.extend_from_slice(value);
@@ -81,8 +103,7 @@ impl HeaderSnapshot {
 
     /// `get` as text; a value that is not UTF-8 is read lossily.
     pub fn get_text(&self, name: &str) -> Option<String> {
-        self.get(name)
-            .map(|v| String::from_utf8(v).unwrap_or_else(|e| lossy(e.as_bytes())))
+        self.get(name).map(text)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -93,8 +114,7 @@ impl HeaderSnapshot {
     /// (a repeated name appears each time). Names that are not UTF-8 are skipped: no filter
     /// matches on them.
     pub fn names_starting_with(&self, prefix: &str) -> Vec<String> {
-        self.pairs
-            .iter()
+        self.pairs()
             .filter(|(n, _)| {
                 n.get(..prefix.len())
                     .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
@@ -110,35 +130,61 @@ impl HeaderSnapshot {
         let mut matching = self.matching(name);
         match (value, matching.next()) {
             (None, None) => true,
-            (Some(v), Some((_, current))) => {
-                current.as_slice() == v.as_bytes() && matching.next().is_none()
-            }
+            (Some(v), Some((_, current))) => current == v.as_bytes() && matching.next().is_none(),
             _ => false,
         }
     }
 
     /// Mirrors a replace (`Some`) or a removal (`None`) made through the host.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        let position = self
-            .pairs
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()));
-        self.pairs
-            .retain(|(n, _)| !n.eq_ignore_ascii_case(name.as_bytes()));
+        let bytes = &self.bytes;
+        let is_name = |e: &Entry| {
+            bytes
+                .get(e.name.clone())
+                .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        };
+        let position = self.entries.iter().position(is_name);
+        self.entries.retain(|e| !is_name(e));
         if let Some(value) = value {
-            let pair = (name.as_bytes().to_vec(), value.as_bytes().to_vec());
-            match position {
-                Some(at) => self.pairs.insert(at.min(self.pairs.len()), pair),
-                None => self.pairs.push(pair),
+            self.push(name.as_bytes(), value.as_bytes());
+            if let Some(at) = position
+                && let Some(entry) = self.entries.pop()
+            {
+                self.entries.insert(at.min(self.entries.len()), entry);
             }
         }
     }
 
-    fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a (Vec<u8>, Vec<u8>)> {
-        self.pairs
-            .iter()
+    /// Appends a header at the end.
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        let name_start = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        let value_start = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.entries.push(Entry {
+            name: name_start..value_start,
+            value: value_start..self.bytes.len(),
+        });
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries.iter().filter_map(|e| {
+            Some((
+                self.bytes.get(e.name.clone())?,
+                self.bytes.get(e.value.clone())?,
+            ))
+        })
+    }
+
+    fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.pairs()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
     }
+}
+
+/// Bytes as text, without a copy when they are UTF-8 (as header values nearly always are).
+pub fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| lossy(e.as_bytes()))
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -166,7 +212,7 @@ mod tests {
 
     #[test]
     fn decodes_the_proxy_wasm_map_encoding() {
-        let s = HeaderSnapshot::decode(&encode(&[
+        let s = HeaderSnapshot::decode(encode(&[
             (":path", "/api/notes"),
             ("authorization", "Bearer x"),
             ("empty", ""),
@@ -185,25 +231,29 @@ mod tests {
     fn lengths_that_do_not_fit_stop_decoding_without_panicking() {
         let mut bytes = encode(&[("a", "1"), ("b", "2")]);
         assert_eq!(
-            HeaderSnapshot::decode(&bytes).names_starting_with("").len(),
+            HeaderSnapshot::decode(bytes.clone())
+                .names_starting_with("")
+                .len(),
             2
         );
         bytes.truncate(bytes.len() - 3);
         assert_eq!(
-            HeaderSnapshot::decode(&bytes).names_starting_with("").len(),
+            HeaderSnapshot::decode(bytes.clone())
+                .names_starting_with("")
+                .len(),
             1
         );
         for cut in 0..bytes.len() {
-            let _ = HeaderSnapshot::decode(&bytes[..cut]);
+            let _ = HeaderSnapshot::decode(bytes[..cut].to_vec());
         }
         let mut huge = encode(&[("a", "1")]);
         huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
-            HeaderSnapshot::decode(&huge).names_starting_with("").len(),
+            HeaderSnapshot::decode(huge).names_starting_with("").len(),
             0
         );
         assert_eq!(
-            HeaderSnapshot::decode(&u32::MAX.to_le_bytes())
+            HeaderSnapshot::decode(u32::MAX.to_le_bytes().to_vec())
                 .names_starting_with("")
                 .len(),
             0
@@ -212,13 +262,13 @@ mod tests {
 
     #[test]
     fn repeated_headers_are_joined_not_hidden_behind_the_first() {
-        let s = HeaderSnapshot::decode(&encode(&[("x-a", "1"), ("other", "o"), ("X-A", "2")]));
+        let s = HeaderSnapshot::decode(encode(&[("x-a", "1"), ("other", "o"), ("X-A", "2")]));
         assert_eq!(s.get_text("x-a").as_deref(), Some("1,2"));
     }
 
     #[test]
     fn set_and_remove_mirror_the_host() {
-        let mut s = HeaderSnapshot::decode(&encode(&[("x-a", "1"), (":path", "/"), ("x-a", "2")]));
+        let mut s = HeaderSnapshot::decode(encode(&[("x-a", "1"), (":path", "/"), ("x-a", "2")]));
         s.set("x-a", Some("3"));
         assert_eq!(s.get_text("x-a").as_deref(), Some("3"));
         assert_eq!(s.names_starting_with(""), ["x-a", ":path"]);
@@ -234,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_write_that_changes_nothing_is_recognised() {
-        let s = HeaderSnapshot::decode(&encode(&[(":path", "/a"), ("x-a", "1"), ("x-a", "1")]));
+        let s = HeaderSnapshot::decode(encode(&[(":path", "/a"), ("x-a", "1"), ("x-a", "1")]));
         assert!(s.already("missing", None));
         assert!(s.already(":path", Some("/a")));
         assert!(!s.already(":path", Some("/b")));

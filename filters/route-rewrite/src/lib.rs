@@ -9,6 +9,7 @@ pub mod condition;
 pub mod config;
 pub mod engine;
 pub mod flags;
+pub mod literal;
 pub mod reply;
 pub mod rule;
 pub mod syntax;

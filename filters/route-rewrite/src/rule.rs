@@ -8,6 +8,7 @@ use regex_lite::{Regex, RegexBuilder};
 
 use crate::condition::{Condition, one_line};
 use crate::flags::{Action, RuleFlags};
+use crate::literal::LiteralPattern;
 use crate::template::Template;
 
 /// What the substitution turns the request into.
@@ -37,6 +38,9 @@ pub struct Rule {
     /// Label in the hit metric: the rule's `name`, or its index.
     pub label: String,
     pattern: Regex,
+    /// The pattern's literal form, when it has one and the rule is case-sensitive: matched
+    /// without the regex engine (`literal`).
+    literal: Option<LiteralPattern>,
     negated: bool,
     pub flags: RuleFlags,
     pub target: Target,
@@ -71,6 +75,9 @@ impl Rule {
             .case_insensitive(flags.nocase)
             .build()
             .map_err(|e| format!("invalid regex `{source}`: {}", one_line(&e.to_string())))?;
+        let literal = (!flags.nocase)
+            .then(|| LiteralPattern::parse(source))
+            .flatten();
         let groups_source = (!negated).then_some(&pattern);
         for (i, condition) in conditions.iter_mut().enumerate() {
             condition
@@ -91,6 +98,7 @@ impl Rule {
             text,
             label,
             pattern,
+            literal,
             negated,
             flags,
             target,
@@ -101,6 +109,14 @@ impl Rule {
     /// Matches the pattern against `subject`; on a match returns the groups (`$0` is the whole
     /// match), empty for a negated pattern.
     pub fn matches(&self, subject: &str) -> Option<Vec<String>> {
+        if let Some(literal) = &self.literal {
+            if self.negated {
+                return (!literal.is_match(subject)).then(Vec::new);
+            }
+            return literal
+                .groups(subject)
+                .map(|groups| groups.into_iter().map(String::from).collect());
+        }
         if self.negated {
             return (!self.pattern.is_match(subject)).then(Vec::new);
         }

@@ -335,7 +335,7 @@ fn apply(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled 
             for name in request_header_names_starting_with(IDENTITY_HEADER_PREFIX) {
                 set_request_header(FILTER_NAME, &name, None);
             }
-            for (name, value) in &allow.set_headers {
+            for (name, value) in allow.identity_headers() {
                 set_request_header(FILTER_NAME, name, Some(value));
             }
             if allow.remove_authorization {

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use crate::headers::HeaderSnapshot;
+use crate::headers::{HeaderSnapshot, text};
 
 thread_local! {
     static SNAPSHOT: RefCell<Option<HeaderSnapshot>> = const { RefCell::new(None) };
@@ -46,7 +46,7 @@ pub fn request_header(name: &str) -> Option<Vec<u8>> {
 
 /// A request header as text; a value that is not UTF-8 is read lossily.
 pub fn request_header_text(name: &str) -> Option<String> {
-    request_header(name).map(|v| String::from_utf8_lossy(&v).into_owned())
+    request_header(name).map(text)
 }
 
 /// The request's header names that start with `prefix` (ASCII case-insensitive), lowercased;
@@ -105,5 +105,5 @@ fn read_map(map: MapType) -> HeaderSnapshot {
         }
         Vec::from_raw_parts(data, size, size)
     };
-    HeaderSnapshot::decode(&bytes)
+    HeaderSnapshot::decode(bytes)
 }
