@@ -1,7 +1,7 @@
 //! Verified-token cache, one per VM: a signature check costs far more than a whole proxied request
 //! in V8 wasm, and clients send the same token many times.
 //!
-//! Keyed by a SHA-256 of the token (the token itself is never kept), bounded, each entry valid
+//! Keyed by a BLAKE3 hash of the token (the token itself is never kept), bounded, each entry valid
 //! at most until the token's `exp`. Only successes are cached: a refused token is checked again,
 //! so a key that appears later (rotation) is honoured at once.
 
@@ -9,17 +9,16 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
 
 use crate::verify::Identity;
 
 pub type TokenHash = [u8; 32];
 
 pub fn hash_token(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
+    blake3::hash(token.as_bytes()).into()
 }
 
-/// The map's own hash of a key: its first eight bytes. The key is already a SHA-256 digest,
+/// The map's own hash of a key: its first eight bytes. The key is already a BLAKE3 digest,
 /// uniform and beyond a client's choosing, so hashing it again (std's SipHash, on every request)
 /// would buy nothing.
 #[derive(Default)]
