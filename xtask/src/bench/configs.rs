@@ -15,6 +15,9 @@ use xtask::render::substitute;
 /// can serve, so neither ever denies during the benchmark and both still do all their work.
 pub const NEVER_DENYING_LIMIT: u64 = 1_000_000_000;
 
+/// The rate-limit response headers of the benchmark: the set C's `local_ratelimit` sends too.
+pub const BENCH_RATE_LIMIT_HEADERS: &str = "x_ratelimit";
+
 /// The body nginx and the direct response answer with (an empty notes list).
 pub const UPSTREAM_BODY: &str = "[]";
 
@@ -175,9 +178,14 @@ impl FilterConfigs {
                 p.insert("interval".to_owned(), json!("1s"));
             }
         }
+        // C's local_ratelimit sends the three X-RateLimit headers (DRAFT_VERSION_03); the gateway
+        // sends those and the IETF pair. The same policy means the same headers.
+        rate_limit["headers"] = json!(BENCH_RATE_LIMIT_HEADERS);
         notes.push(format!(
             "rate-limit: envoy/filters/rate-limit.json with every policy's limit raised to \
-             {NEVER_DENYING_LIMIT} per 1 s (never denies; same for local_ratelimit)"
+             {NEVER_DENYING_LIMIT} per 1 s (never denies; same for local_ratelimit), and \
+             `headers: \"{BENCH_RATE_LIMIT_HEADERS}\"`, the X-RateLimit-* headers C's \
+             local_ratelimit sends"
         ));
         let route_rewrite = read(&filters_dir.join("route-rewrite.json"))?;
         notes.push("route-rewrite: envoy/filters/route-rewrite.json as is".to_owned());
@@ -305,6 +313,7 @@ mod tests {
             json!(NEVER_DENYING_LIMIT)
         );
         assert_eq!(filters.rate_limit["policies"][0]["interval"], json!("1s"));
+        assert_eq!(filters.rate_limit["headers"], json!("x_ratelimit"));
         // The rest of the policy (key, fallback) is the gateway's.
         assert_eq!(
             filters.rate_limit["policies"][0]["key"][0]["header"],
