@@ -9,7 +9,6 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-
 use crate::verify::Identity;
 
 pub type TokenHash = [u8; 32];

@@ -14,6 +14,16 @@ pub enum Metric {
     CacheMiss,
 }
 
+/// Every metric but the denials, in [`Metric::all`]'s order.
+const NOT_DENIALS: [Metric; 6] = [
+    Metric::Allowed,
+    Metric::AllowedAnonymous,
+    Metric::JwksRefreshOk,
+    Metric::JwksRefreshFailed,
+    Metric::CacheHit,
+    Metric::CacheMiss,
+];
+
 /// Every denial label, so the adapter can define all counters at configure time.
 pub const DENIAL_LABELS: &[&str] = &[
     "missing_token",
@@ -51,16 +61,24 @@ impl Metric {
     }
 
     pub fn all() -> Vec<Metric> {
-        let mut all = vec![
-            Metric::Allowed,
-            Metric::AllowedAnonymous,
-            Metric::JwksRefreshOk,
-            Metric::JwksRefreshFailed,
-            Metric::CacheHit,
-            Metric::CacheMiss,
-        ];
+        let mut all = NOT_DENIALS.to_vec();
         all.extend(DENIAL_LABELS.iter().map(|l| Metric::Denied(l)));
         all
+    }
+
+    /// The metric's position in [`Metric::all`]: where the adapter keeps its count.
+    pub fn slot(&self) -> usize {
+        match self {
+            Metric::Denied(label) => {
+                let at = DENIAL_LABELS.iter().position(|l| l == label);
+                // An unknown label has no counter: a slot past the end counts nowhere.
+                NOT_DENIALS.len() + at.unwrap_or(DENIAL_LABELS.len())
+            }
+            other => NOT_DENIALS
+                .iter()
+                .position(|m| m == other)
+                .unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -100,5 +118,14 @@ mod tests {
         for d in denials {
             assert!(DENIAL_LABELS.contains(&d.label()), "{}", d.label());
         }
+    }
+
+    #[test]
+    fn every_metric_has_its_own_slot_in_the_defined_list() {
+        let all = Metric::all();
+        for (at, metric) in all.iter().enumerate() {
+            assert_eq!(metric.slot(), at, "{metric:?}");
+        }
+        assert!(Metric::Denied("no_such_label").slot() >= all.len());
     }
 }

@@ -263,6 +263,10 @@ fn rfc6750_answers_and_identity_headers() {
     let a = send(&mut vm, &get("/me", Some(&format!("Bearer {}", s.sign(c)))));
     assert!(a.www.unwrap().contains("untrusted issuer"));
 
+    // Counts are added up in the VM and reach the host on the root context's tick.
+    assert_eq!(host.counter("bearer_auth.allowed"), Some(0));
+    assert_eq!(vm.tick_period(), Some(Duration::from_secs(1)));
+    vm.tick().unwrap();
     assert_eq!(host.counter("bearer_auth.allowed"), Some(2));
     assert_eq!(host.counter("bearer_auth.allowed_anonymous"), Some(1));
     assert_eq!(host.counter("bearer_auth.denied.missing_token"), Some(2));
@@ -308,6 +312,10 @@ fn cache_hits_after_the_first_verification() {
             Action::Continue
         );
     }
+    // No tick came since the requests: what the VM counted reaches the host when the plugin
+    // goes away (Envoy deletes the root context on shutdown and on a config change).
+    assert_eq!(host.counter("bearer_auth.cache.hit"), Some(0));
+    assert!(vm.shutdown().unwrap());
     assert_eq!(host.counter("bearer_auth.cache.miss"), Some(1));
     assert_eq!(host.counter("bearer_auth.cache.hit"), Some(4));
 }

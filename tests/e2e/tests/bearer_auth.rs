@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -129,6 +129,7 @@ async fn bearer_auth_through_envoy() {
     let demo = client_credentials_token(&stack, "demo").await.unwrap();
     rfc6750_matrix(&stack, &demo).await;
     spoofed_identity_never_reaches_the_api(&stack, &demo).await;
+    counts_reach_envoy_within_a_tick(&stack, &demo).await;
 
     // Both workers verified tokens, yet the JWKS was fetched once.
     assert_eq!(
@@ -144,6 +145,25 @@ async fn bearer_auth_through_envoy() {
 
     assert_eq!(stack.crashed(), None, "a process of the stack crashed");
     stack.stop();
+}
+
+/// The filter adds its counts up in each VM and hands them to Envoy on its one-second tick: the
+/// stats catch up with the requests within that, exactly, summed over both workers.
+async fn counts_reach_envoy_within_a_tick(stack: &Stack, demo: &str) {
+    // Whatever the earlier requests counted is flushed after a tick.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = counter(stack, "allowed").await;
+    for _ in 0..10 {
+        let r = get(stack, "/api/notes", &[bearer(demo)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut now = counter(stack, "allowed").await;
+    while now < before + 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = counter(stack, "allowed").await;
+    }
+    assert_eq!(now, before + 10, "counts not flushed within a tick");
 }
 
 async fn rfc6750_matrix(stack: &Stack, demo: &str) {

@@ -293,6 +293,24 @@ impl Vm {
         Ok(accepted != 0)
     }
 
+    /// Shuts the plugin down as Envoy does when its configuration is replaced or Envoy drains:
+    /// the root context's `done`, then (if it is done) its `delete`, which is where a filter
+    /// hands over what it still holds (batched counters, say). The VM takes no more calls.
+    /// A root that answers "not done yet" is not deleted here.
+    pub fn shutdown(&mut self) -> Result<bool> {
+        // A module without the export is done at once (proxy-wasm-cpp-host's default).
+        let exported = self
+            .instance
+            .get_func(&mut self.store, "proxy_on_done")
+            .is_some();
+        let done = !exported || self.call_on::<u32, u32>(ROOT_ID, "proxy_on_done", ROOT_ID)? != 0;
+        if done {
+            self.call_on::<u32, ()>(ROOT_ID, "proxy_on_delete", ROOT_ID)?;
+        }
+        self.dead = true;
+        Ok(done)
+    }
+
     /// The tick period the filter asked for, if any.
     pub fn tick_period(&self) -> Option<Duration> {
         self.store.data().tick_period

@@ -1,13 +1,13 @@
 //! Small wrappers over the host calls the adapter uses: logs, the clock,
 //! shared data as a `SharedStore`, and counters as `Metrics`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MetricType, Status};
+use proxy_wasm::types::{LogLevel, Status};
+use wasmgate_filter_common::host::counters::BatchedCounters;
 
 use crate::metrics::{Metric, Metrics};
 use crate::refresh::{SharedStore, StoreError};
@@ -50,29 +50,27 @@ impl SharedStore for HostStore {
     }
 }
 
-/// Counter ids defined once at configure time.
+/// The filter's counters, defined once at configure time and counted in the VM: the root context
+/// hands the sums to the host on its tick and at the end of its callbacks, and whatever is left
+/// when the VM's state is dropped (the host deleting the root context) is handed over then.
 pub(super) struct HostMetrics {
-    ids: HashMap<Metric, u32>,
+    counters: BatchedCounters,
 }
 
 impl HostMetrics {
     pub(super) fn define() -> Self {
-        let ids = Metric::all()
-            .into_iter()
-            .filter_map(|m| {
-                hostcalls::define_metric(MetricType::Counter, &m.name())
-                    .ok()
-                    .map(|id| (m, id))
-            })
-            .collect();
-        Self { ids }
+        Self {
+            counters: BatchedCounters::define(Metric::all().iter().map(Metric::name)),
+        }
+    }
+
+    pub(super) fn flush(&self) {
+        self.counters.flush();
     }
 }
 
 impl Metrics for HostMetrics {
     fn count(&self, metric: Metric) {
-        if let Some(&id) = self.ids.get(&metric) {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
+        self.counters.add(metric.slot(), 1);
     }
 }

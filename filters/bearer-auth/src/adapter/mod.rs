@@ -56,7 +56,8 @@ pub fn root_context(context_id: u32) -> Box<dyn RootContext> {
 
 /// Tick while requests wait for keys (and right after configure, for the first fetch).
 const FAST_TICK: Duration = Duration::from_millis(10);
-/// Tick otherwise: watches shared data for a new key set and the refresh schedule.
+/// Tick otherwise: watches shared data for a new key set and the refresh schedule, and hands the
+/// counters to the host (so Envoy's stats lag the requests by at most this much).
 const SLOW_TICK: Duration = Duration::from_millis(1000);
 
 /// A paused request.
@@ -103,6 +104,7 @@ impl Context for Root {
             finish_fetch(&mut state, body_size, now);
         }
         resolve_waiters(&vm, self.id, now);
+        vm.borrow().metrics.flush();
     }
 }
 
@@ -150,10 +152,9 @@ impl RootContext for Root {
             in_flight: None,
             fast_tick: fast,
         })));
-        if fast {
-            // The first tick comes almost at once: keys are fetched before the first request.
-            let _ = hostcalls::set_tick_period(FAST_TICK);
-        }
+        // With a remote JWKS the first tick comes almost at once, so keys are fetched before the
+        // first request; the slow tick flushes the counters (and watches for new keys).
+        let _ = hostcalls::set_tick_period(if fast { FAST_TICK } else { SLOW_TICK });
         true
     }
 
@@ -172,6 +173,7 @@ impl RootContext for Root {
             state.fast_tick = want_fast;
             let _ = hostcalls::set_tick_period(if want_fast { FAST_TICK } else { SLOW_TICK });
         }
+        state.metrics.flush();
     }
 
     fn get_type(&self) -> Option<ContextType> {
