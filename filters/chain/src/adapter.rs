@@ -15,6 +15,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::host::chain::{
     plugin_configuration, set_continuation, with_configuration,
 };
+use wasmgate_filter_common::host::counters::FLUSH_PERIOD;
 use wasmgate_filter_common::host::headers::with_request_headers;
 use wasmgate_filter_common::host::log_config_error;
 
@@ -68,6 +69,9 @@ impl RootContext for Root {
             }
         };
         let names: Vec<&str> = chain.stages.iter().map(|(s, _)| s.key()).collect();
+        // One tick for all stages, set before them: each flushes its counters on it, and a stage
+        // that wants faster ticks (bearer-auth, while it waits for keys) sets them itself.
+        let _ = hostcalls::set_tick_period(FLUSH_PERIOD);
         let mut stages = Vec::new();
         for (stage, section) in chain.stages {
             let mut root = stage_root(stage, self.id);

@@ -6,8 +6,9 @@ use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
 use wasmgate_filter_common::host::chain::plugin_configuration;
+use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
 use wasmgate_filter_common::host::headers::{request_header_text, with_request_headers};
 use wasmgate_filter_common::host::log_config_error;
 
@@ -48,6 +49,12 @@ struct State {
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        if let Some(state) = &self.state {
+            state.metrics.flush();
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = plugin_configuration();
         match config::load(&bytes) {
@@ -63,6 +70,7 @@ impl RootContext for Root {
                     ),
                 );
                 self.state = Some(Rc::new(State { config, metrics }));
+                tick_for_flushing();
                 true
             }
             Err(error) => {
@@ -224,64 +232,56 @@ impl SharedStore for HostStore {
     }
 }
 
-/// Counter ids, defined once per configuration. Envoy exposes them with the `wasmcustom.` prefix.
+/// The filter's counters, defined once per configuration and counted in the VM; the root context
+/// flushes them to the host on its tick and when it goes away (`common::host::counters`).
+/// Envoy exposes them with the `wasmcustom.` prefix.
 struct HostMetrics {
-    per_policy: Vec<PolicyMetrics>,
-    cas_retries: Option<u32>,
-    evictions: Option<u32>,
+    counters: BatchedCounters,
+    /// How many policies have their five counters first in `counters`.
+    policies: usize,
 }
 
-#[derive(Default)]
-struct PolicyMetrics {
-    allowed: Option<u32>,
-    limited: Option<u32>,
-    dry_run_limited: Option<u32>,
-    missing_key: Option<u32>,
-    failures: Option<u32>,
-}
-
-fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
-}
+/// Each policy's counters, in this order, at `policy index × 5`.
+const PER_POLICY: [&str; 5] = [
+    "allowed",
+    "limited",
+    "dry_run_limited",
+    "missing_key",
+    "failures",
+];
 
 impl HostMetrics {
     fn define(config: &Config) -> Self {
-        let per_policy = config
-            .policies
-            .iter()
-            .map(|p| {
-                let c = |what: &str| counter(&format!("{FILTER_NAME}.policy.{}.{what}", p.name));
-                PolicyMetrics {
-                    allowed: c("allowed"),
-                    limited: c("limited"),
-                    dry_run_limited: c("dry_run_limited"),
-                    missing_key: c("missing_key"),
-                    failures: c("failures"),
-                }
-            })
-            .collect();
+        let per_policy = config.policies.iter().flat_map(|p| {
+            PER_POLICY
+                .iter()
+                .map(move |what| format!("{FILTER_NAME}.policy.{}.{what}", p.name))
+        });
+        let filter_wide = ["cas_retries", "evictions"].map(|what| format!("{FILTER_NAME}.{what}"));
         Self {
-            per_policy,
-            cas_retries: counter(&format!("{FILTER_NAME}.cas_retries")),
-            evictions: counter(&format!("{FILTER_NAME}.evictions")),
+            counters: BatchedCounters::define(FILTER_NAME, per_policy.chain(filter_wide)),
+            policies: config.policies.len(),
         }
+    }
+
+    fn flush(&self) {
+        self.counters.flush();
     }
 }
 
 impl Metrics for HostMetrics {
     fn count(&self, event: Event) {
-        let policy = |i: usize| self.per_policy.get(i);
-        let (id, by) = match event {
-            Event::Allowed(i) => (policy(i).and_then(|p| p.allowed), 1),
-            Event::Limited(i) => (policy(i).and_then(|p| p.limited), 1),
-            Event::DryRunLimited(i) => (policy(i).and_then(|p| p.dry_run_limited), 1),
-            Event::MissingKey(i) => (policy(i).and_then(|p| p.missing_key), 1),
-            Event::Failure(i) => (policy(i).and_then(|p| p.failures), 1),
-            Event::CasRetries(n) => (self.cas_retries, i64::from(n)),
-            Event::Evictions(n) => (self.evictions, i64::from(n)),
+        let policy = |i: usize, what: usize| i.saturating_mul(PER_POLICY.len()) + what;
+        let filter_wide = self.policies.saturating_mul(PER_POLICY.len());
+        let (slot, by) = match event {
+            Event::Allowed(i) => (policy(i, 0), 1),
+            Event::Limited(i) => (policy(i, 1), 1),
+            Event::DryRunLimited(i) => (policy(i, 2), 1),
+            Event::MissingKey(i) => (policy(i, 3), 1),
+            Event::Failure(i) => (policy(i, 4), 1),
+            Event::CasRetries(n) => (filter_wide, i64::from(n)),
+            Event::Evictions(n) => (filter_wide + 1, i64::from(n)),
         };
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, by);
-        }
+        self.counters.add(slot, by);
     }
 }

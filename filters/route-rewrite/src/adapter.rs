@@ -6,8 +6,9 @@ use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::host::chain::plugin_configuration;
+use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
 use wasmgate_filter_common::host::headers::{
     request_header_text, set_request_header, with_request_headers,
 };
@@ -34,11 +35,12 @@ pub fn root_context(_context_id: u32) -> Box<dyn RootContext> {
     Box::new(Root::default())
 }
 
-/// What every request of this plugin shares: the rules and the id of each rule's hit counter.
+/// What every request of this plugin shares: the rules and their hit counters.
 struct Filter {
     rules: RuleSet,
-    /// `hits[i]` counts applications of `rules.rules()[i]`; `None` when the host has no metrics.
-    hits: Vec<Option<u32>>,
+    /// Counter `i` counts applications of `rules.rules()[i]`; the root context flushes them to
+    /// the host on its tick and when it goes away.
+    hits: BatchedCounters,
 }
 
 #[derive(Default)]
@@ -49,15 +51,22 @@ struct Root {
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        if let Some(filter) = &self.filter {
+            filter.hits.flush();
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = plugin_configuration();
         match crate::config::load(&bytes) {
             Ok(rules) => {
-                let hits = rules
+                let names = rules
                     .rules()
                     .iter()
-                    .map(|rule| define_counter(&format!("route_rewrite.rule.{}.hits", rule.label)))
-                    .collect();
+                    .map(|rule| format!("route_rewrite.rule.{}.hits", rule.label));
+                let hits = BatchedCounters::define(FILTER_NAME, names);
+                tick_for_flushing();
                 log(
                     LogLevel::Info,
                     &format!("{FILTER_NAME}: loaded {} rule(s)", rules.rules().len()),
@@ -108,9 +117,7 @@ impl Stream {
         };
         let evaluation = filter.rules.evaluate(&HostHeaders);
         for position in &evaluation.hits {
-            if let Some(Some(id)) = filter.hits.get(*position) {
-                let _ = hostcalls::increment_metric(*id, 1);
-            }
+            filter.hits.add(*position, 1);
         }
         if let Some(error) = &evaluation.error {
             log(LogLevel::Error, &format!("{FILTER_NAME}: {error}"));
@@ -168,19 +175,6 @@ impl RequestHeaders for HostHeaders {
 
 fn set_header(name: &str, value: Option<&str>) {
     set_request_header(FILTER_NAME, name, value);
-}
-
-fn define_counter(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
-        Ok(id) => Some(id),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("{FILTER_NAME}: metric `{name}` unavailable: {status:?}"),
-            );
-            None
-        }
-    }
 }
 
 fn log(level: LogLevel, message: &str) {

@@ -213,25 +213,27 @@ async fn two_workers_let_exactly_the_limit_through() {
         "{statuses:?}"
     );
 
-    // Both workers served connections, and the filter's counters agree.
-    let stats = stack
-        .https_client()
-        .unwrap()
-        .get(stack.admin_url("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let stat = |name: &str| -> u64 {
-        stats
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .filter(|(k, _)| k.ends_with(name))
-            .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
-            .sum()
+    // Both workers served connections, and the filter's counters agree once each VM's tick
+    // handed its counts to Envoy (within a second).
+    let client = stack.https_client().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let stats = client
+            .get(stack.admin_url("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let flushed = sum_stat(&stats, "rate-limit.policy.per-client.allowed") >= 100
+            && sum_stat(&stats, "rate-limit.policy.per-client.limited") >= 100;
+        if flushed || Instant::now() >= deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let stat = |name: &str| sum_stat(&stats, name);
     let https = format!("_{}.", stack.endpoints.https_port);
     let per_worker = |w: u32| -> u64 {
         stats
@@ -255,6 +257,16 @@ async fn two_workers_let_exactly_the_limit_through() {
     assert_eq!(stat("rate-limit.policy.per-client.limited"), 100);
     assert_eq!(stat("rate-limit.policy.per-client.failures"), 0);
     assert_eq!(stack.crashed(), None, "a process of the stack crashed");
+}
+
+/// A stat summed over every line whose name ends with `name` (all workers' VMs).
+fn sum_stat(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(k, _)| k.ends_with(name))
+        .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
+        .sum()
 }
 
 /// Runs futures concurrently on this task (the e2e crate has no `futures` dependency).

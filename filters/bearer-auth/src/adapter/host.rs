@@ -9,6 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 use wasmgate_filter_common::host::counters::BatchedCounters;
 
+use crate::FILTER_NAME;
 use crate::metrics::{Metric, Metrics};
 use crate::refresh::{SharedStore, StoreError};
 
@@ -60,7 +61,7 @@ pub(super) struct HostMetrics {
 impl HostMetrics {
     pub(super) fn define() -> Self {
         Self {
-            counters: BatchedCounters::define(Metric::all().iter().map(Metric::name)),
+            counters: BatchedCounters::define(FILTER_NAME, Metric::all().iter().map(Metric::name)),
         }
     }
 

@@ -34,6 +34,12 @@ pub fn plugin_configuration() -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// Whether the filter being configured is a stage of the one-module chain (which then owns the
+/// root context's tick, among other things).
+pub fn configuring_chain_stage() -> bool {
+    SECTION.with(|s| s.borrow().is_some())
+}
+
 /// Runs `configure` with `section` as what `plugin_configuration` returns.
 pub fn with_configuration<R>(section: Vec<u8>, configure: impl FnOnce() -> R) -> R {
     SECTION.with(|s| *s.borrow_mut() = Some(section));

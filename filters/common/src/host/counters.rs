@@ -8,9 +8,24 @@
 //! configuration is replaced). Envoy's stats thus lag by at most a tick and lose nothing.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use proxy_wasm::types::{LogLevel, MetricType};
+
+use crate::host::chain::configuring_chain_stage;
+
+/// How often a root context flushes: Envoy's stats lag the requests by at most this much.
+pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
+/// Asks the host to tick the root context being configured every [`FLUSH_PERIOD`], so that
+/// its `on_tick` can flush. A stage of the one-module chain leaves the tick to the chain, which
+/// keeps one running for all its stages (a stage that wants faster ticks sets them itself).
+pub fn tick_for_flushing() {
+    if !configuring_chain_stage() {
+        let _ = hostcalls::set_tick_period(FLUSH_PERIOD);
+    }
+}
 
 /// Counters defined with the host, addressed by their position in the list they were defined
 /// from.
@@ -22,12 +37,20 @@ pub struct BatchedCounters {
 }
 
 impl BatchedCounters {
-    /// Defines one counter per name, in order.
-    pub fn define<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
-        let ids: Vec<Option<u32>> = names
-            .into_iter()
-            .map(|name| hostcalls::define_metric(MetricType::Counter, name.as_ref()).ok())
-            .collect();
+    /// Defines one counter per name, in order; one the host refuses is logged under
+    /// `filter_name` and not counted.
+    pub fn define<S: AsRef<str>>(filter_name: &str, names: impl IntoIterator<Item = S>) -> Self {
+        let define = |name: &str| match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => Some(id),
+            Err(status) => {
+                let _ = hostcalls::log(
+                    LogLevel::Warn,
+                    &format!("{filter_name}: metric `{name}` unavailable: {status:?}"),
+                );
+                None
+            }
+        };
+        let ids: Vec<Option<u32>> = names.into_iter().map(|n| define(n.as_ref())).collect();
         let pending = ids.iter().map(|_| Cell::new(0)).collect();
         Self { ids, pending }
     }
