@@ -35,7 +35,7 @@ use oci_spec::image::{
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::paths::{FILTERS, oci_dir, wasm_dir};
+use crate::paths::{CHAIN, FILTERS, oci_dir, wasm_dir};
 
 /// The file name both pullers look for in the layer.
 pub const WASM_FILE: &str = "plugin.wasm";
@@ -70,11 +70,11 @@ pub fn layout_dir(package: &str) -> PathBuf {
     oci_dir().join(package)
 }
 
-/// Packages every filter's `.wasm` from [`wasm_dir`] into its layout under [`oci_dir`] and
-/// prints the digests.
+/// Packages every filter's `.wasm` from [`wasm_dir`], and the one-module chain's, into its layout
+/// under [`oci_dir`] and prints the digests.
 pub fn package_all() -> Result<Vec<Image>> {
     let mut images = Vec::new();
-    for (package, stem) in FILTERS {
+    for (package, stem) in FILTERS.into_iter().chain([CHAIN]) {
         let wasm_path = wasm_dir().join(format!("{stem}.wasm"));
         let wasm = fs::read(&wasm_path).with_context(|| {
             format!(

@@ -21,7 +21,7 @@ use oci_spec::image::{
 };
 use serde_json::Value;
 use xtask::oci::{TAG, WASM_FILE, layout_dir, sha256_hex};
-use xtask::paths::{FILTERS, deploy_dir, wasm_dir};
+use xtask::paths::{CHAIN, FILTERS, deploy_dir, wasm_dir};
 
 /// The built `.wasm` of a filter, and its image layout; both must exist.
 fn built(package: &str, stem: &str) -> (Vec<u8>, PathBuf) {
@@ -136,7 +136,7 @@ fn read_back(package: &str, dir: &Path, wasm: &[u8]) -> String {
 
 #[test]
 fn each_layout_holds_the_built_wasm_as_plugin_wasm() {
-    for (package, stem) in FILTERS {
+    for (package, stem) in FILTERS.into_iter().chain([CHAIN]) {
         let (wasm, dir) = built(package, stem);
         let digest = read_back(package, &dir, &wasm);
         assert_eq!(xtask::oci::manifest_digest(&dir).unwrap(), digest);
@@ -160,7 +160,7 @@ fn skopeo(args: &[&str]) -> String {
 fn skopeo_reads_each_layout_and_copies_it_with_the_same_digest() {
     let scratch = std::env::temp_dir().join(format!("wasmgate-skopeo-{}", std::process::id()));
     fs::create_dir_all(&scratch).unwrap();
-    for (package, stem) in FILTERS {
+    for (package, stem) in FILTERS.into_iter().chain([CHAIN]) {
         let (_, dir) = built(package, stem);
         let digest = xtask::oci::manifest_digest(&dir).unwrap();
         let reference = format!("oci:{}:{TAG}", dir.display());
