@@ -257,18 +257,24 @@ async fn clusters_in_the_access_log(api: &Api<'_>) {
 }
 
 async fn hits_are_counted_per_rule(api: &Api<'_>) {
-    let stats = reqwest::get(api.stack.admin_url("/stats?filter=route_rewrite"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counter = |name: &str| -> u64 {
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("wasmcustom.route_rewrite.rule.{name}.hits: ")))
-            .map_or(0, |v| v.trim().parse().unwrap())
+    // Each VM adds its hits up and hands them to Envoy on its one-second tick: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let stats = reqwest::get(api.stack.admin_url("/stats?filter=route_rewrite"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let flushed = ["7", "8", "notes_api"]
+            .iter()
+            .all(|name| rule_hits(&stats, name) > 0);
+        if flushed || Instant::now() >= deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let counter = |name: &str| rule_hits(&stats, name);
     // With two workers each VM defines the counters; Envoy adds them up under one name.
     assert_eq!(counter("7"), 1, "the F rule (rules[7]) once:\n{stats}");
     assert_eq!(counter("8"), 1, "the G rule (rules[8]) once:\n{stats}");
@@ -276,4 +282,12 @@ async fn hits_are_counted_per_rule(api: &Api<'_>) {
         counter("notes_api") >= 2,
         "the stack's /api/ rule:\n{stats}"
     );
+}
+
+/// A rule's hit counter in Envoy's stats text (0 if it is not there).
+fn rule_hits(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("wasmcustom.route_rewrite.rule.{name}.hits: ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
 }
