@@ -15,8 +15,14 @@ pub use xtask::process::pid_is_alive;
 pub use xtask::render::Endpoints;
 pub use xtask::stack::{Stack, StackOptions, https_client_trusting};
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+
+/// How long a test waits for the filters' counters to reach Envoy: they hand them over on a
+/// one-second tick (docs/filters/*.md, "Metrics").
+pub const COUNTERS_FLUSHED_WITHIN: Duration = Duration::from_secs(5);
 
 /// The demo client of DESIGN.md.
 pub const DEMO_CLIENT_ID: &str = "123";
@@ -44,4 +50,23 @@ pub async fn client_credentials_token(stack: &Stack, scope: &str) -> Result<Stri
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("no access_token in {body}"))
+}
+
+/// Envoy's admin `/stats` text (`query` as in `?filter=bearer_auth`, or empty), read again every
+/// 100 ms until `flushed` holds for it or [`COUNTERS_FLUSHED_WITHIN`] has passed; the last text
+/// read either way, so the test's own assertions say what was missing.
+pub async fn stats_once(stack: &Stack, query: &str, flushed: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + COUNTERS_FLUSHED_WITHIN;
+    loop {
+        let url = stack.admin_url(&format!("/stats{query}"));
+        // A failed read is an empty text: the next round tries again.
+        let stats = match reqwest::get(url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if flushed(&stats) || Instant::now() >= deadline {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use wasmgate_e2e::{Stack, StackOptions, client_credentials_token, https_client_trusting};
+use wasmgate_e2e::{
+    Stack, StackOptions, client_credentials_token, https_client_trusting, stats_once,
+};
 
 /// One token every 600 ms: the seed's 100 requests per 60 s.
 const TOKEN_EVERY: Duration = Duration::from_millis(600);
@@ -215,24 +217,11 @@ async fn two_workers_let_exactly_the_limit_through() {
 
     // Both workers served connections, and the filter's counters agree once each VM's tick
     // handed its counts to Envoy (within a second).
-    let client = stack.https_client().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stats = loop {
-        let stats = client
-            .get(stack.admin_url("/stats"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let flushed = sum_stat(&stats, "rate-limit.policy.per-client.allowed") >= 100
-            && sum_stat(&stats, "rate-limit.policy.per-client.limited") >= 100;
-        if flushed || Instant::now() >= deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let stats = stats_once(&stack, "", |stats| {
+        sum_stat(stats, "rate-limit.policy.per-client.allowed") >= 100
+            && sum_stat(stats, "rate-limit.policy.per-client.limited") >= 100
+    })
+    .await;
     let stat = |name: &str| sum_stat(&stats, name);
     let https = format!("_{}.", stack.endpoints.https_port);
     let per_worker = |w: u32| -> u64 {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-use wasmgate_e2e::{Stack, StackOptions, client_credentials_token};
+use wasmgate_e2e::{Stack, StackOptions, client_credentials_token, stats_once};
 
 /// The stack's own configuration, with test rules in front of its rules (so that the canary
 /// condition is tried before the stack's catch-all `/api/` rule) and one more upstream.
@@ -258,22 +258,12 @@ async fn clusters_in_the_access_log(api: &Api<'_>) {
 
 async fn hits_are_counted_per_rule(api: &Api<'_>) {
     // Each VM adds its hits up and hands them to Envoy on its one-second tick: wait for it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stats = loop {
-        let stats = reqwest::get(api.stack.admin_url("/stats?filter=route_rewrite"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let flushed = ["7", "8", "notes_api"]
+    let stats = stats_once(api.stack, "?filter=route_rewrite", |stats| {
+        ["7", "8", "notes_api"]
             .iter()
-            .all(|name| rule_hits(&stats, name) > 0);
-        if flushed || Instant::now() >= deadline {
-            break stats;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            .all(|name| rule_hits(stats, name) > 0)
+    })
+    .await;
     let counter = |name: &str| rule_hits(&stats, name);
     // With two workers each VM defines the counters; Envoy adds them up under one name.
     assert_eq!(counter("7"), 1, "the F rule (rules[7]) once:\n{stats}");
