@@ -1,6 +1,7 @@
 //! The Kubernetes manifests under `deploy/`: an Istio `WasmPlugin` per filter (plus the
 //! `EnvoyFilter` that gives route-rewrite's `[P]` rules a route to follow) and an Envoy Gateway
-//! `EnvoyExtensionPolicy`, for an example mesh.
+//! `EnvoyExtensionPolicy`, for an example mesh; and under `deploy/chain/` the same for the
+//! one-module chain, the alternative to the three filters (never to be applied with them).
 //!
 //! They are rendered, never hand-edited, from the same `envoy/filters/<filter>.json` the local
 //! stack loads (only the endpoints that differ in a mesh are replaced, each one named below and
@@ -16,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::oci::{self, TAG};
-use crate::paths::{FILTERS, deploy_dir, envoy_dir};
+use crate::paths::{CHAIN, FILTERS, deploy_dir, envoy_dir};
 
 /// Where the example pushes the images (`skopeo copy oci:… docker://<this>/<filter>:<tag>`).
 pub const REGISTRY: &str = "registry.example.com/wasmgate";
@@ -127,6 +128,16 @@ pub fn filter_config(package: &str, mesh: &Mesh) -> Result<Value> {
     Ok(config)
 }
 
+/// The chain's configuration for `mesh`: one section per filter, each exactly what
+/// [`filter_config`] makes for that filter (docs/filters/chain.md).
+pub fn chain_config(mesh: &Mesh) -> Result<Value> {
+    let mut sections = serde_json::Map::new();
+    for (package, stem) in FILTERS {
+        sections.insert(stem.to_owned(), filter_config(package, mesh)?);
+    }
+    Ok(Value::Object(sections))
+}
+
 fn replace(config: &mut Value, pointer: &str, expected: &str, new: &str) -> Result<()> {
     match config.pointer_mut(pointer) {
         Some(value) if value == expected => {
@@ -210,6 +221,12 @@ pub fn failure(package: &str, config: &Value) -> Result<(Failure, String)> {
              rules requests would reach routes they were meant to be rewritten away from."
                 .to_owned(),
         ),
+        "chain" => (
+            Failure::Close,
+            "Fail closed: the chain holds bearer-auth, and an authentication filter that fails \
+             open lets every request in unauthenticated."
+                .to_owned(),
+        ),
         other => bail!("no failure policy for {other}"),
     })
 }
@@ -231,6 +248,13 @@ fn istio_phase(package: &str) -> Result<(&'static str, &'static str)> {
             "STATS",
             "Last before the router: rewrites the path and picks the upstream.",
         ),
+        "chain" => (
+            "AUTHN",
+            "bearer-auth is its first stage, so the whole chain runs where bearer-auth alone \
+             would: before Istio's authentication and authorization filters. Unlike the three \
+             modules, route-rewrite therefore runs before an AuthorizationPolicy, which sees the \
+             rewritten path.",
+        ),
         other => bail!("no Istio phase for {other}"),
     })
 }
@@ -242,10 +266,12 @@ pub struct Rendered {
     pub text: String,
 }
 
-/// The manifest digest of each filter's image, read from the layouts the build wrote.
+/// The manifest digest of each filter's image and the chain's, read from the layouts the build
+/// wrote.
 pub fn digests_from_layouts() -> Result<BTreeMap<String, String>> {
     FILTERS
         .iter()
+        .chain([&CHAIN])
         .map(|(package, _)| {
             let dir = oci::layout_dir(package);
             let digest = oci::manifest_digest(&dir).with_context(|| {
@@ -256,8 +282,11 @@ pub fn digests_from_layouts() -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Every file under `deploy/istio/` and `deploy/envoy-gateway/`, given each filter's manifest
-/// digest (hex, by package).
+/// The directories under `deploy/` whose YAML files are all rendered.
+pub const RENDERED_DIRS: [&str; 3] = ["istio", "envoy-gateway", "chain"];
+
+/// Every file under [`RENDERED_DIRS`], given the manifest digest of each filter's image and the
+/// chain's (hex, by package).
 pub fn render_all(digests: &BTreeMap<String, String>) -> Result<Vec<Rendered>> {
     let digest = |package: &str| {
         digests
@@ -285,13 +314,23 @@ pub fn render_all(digests: &BTreeMap<String, String>) -> Result<Vec<Rendered>> {
     }
     files.push(Rendered {
         path: PathBuf::from("envoy-gateway").join("envoy-extension-policy.yaml"),
-        text: gateway_policy(&entries),
+        text: gateway_policy("wasmgate", &gateway_three_filters_note(), &entries),
+    });
+    let chain = CHAIN.0;
+    files.push(Rendered {
+        path: PathBuf::from("chain").join("istio-wasm-plugin.yaml"),
+        text: istio_wasm_plugin(chain, digest(chain)?, &chain_config(&istio)?)?,
+    });
+    let entry = gateway_wasm_entry(chain, digest(chain)?, &chain_config(&gateway)?)?;
+    files.push(Rendered {
+        path: PathBuf::from("chain").join("envoy-extension-policy.yaml"),
+        text: gateway_policy("wasmgate-chain", &gateway_chain_note(), &[entry]),
     });
     Ok(files)
 }
 
-/// Writes the rendered files; returns the paths that changed. Files in `deploy/istio/` and
-/// `deploy/envoy-gateway/` that are no longer rendered are removed.
+/// Writes the rendered files; returns the paths that changed. YAML files in [`RENDERED_DIRS`]
+/// that are no longer rendered are removed.
 pub fn write_rendered(files: &[Rendered]) -> Result<Vec<PathBuf>> {
     let mut changed = Vec::new();
     for file in files {
@@ -305,7 +344,7 @@ pub fn write_rendered(files: &[Rendered]) -> Result<Vec<PathBuf>> {
         fs::write(&path, &file.text).with_context(|| format!("cannot write {}", path.display()))?;
         changed.push(path);
     }
-    for dir in ["istio", "envoy-gateway"] {
+    for dir in RENDERED_DIRS {
         for entry in fs::read_dir(deploy_dir().join(dir))? {
             let path = entry?.path();
             let rendered = files.iter().any(|f| deploy_dir().join(&f.path) == path);
@@ -360,17 +399,61 @@ fn comment(text: &str, indent: usize) -> String {
     out
 }
 
+/// Where a manifest's plugin configuration comes from, for its comments.
+fn sources(package: &str) -> String {
+    if package == CHAIN.0 {
+        "envoy/filters/*.json".to_owned()
+    } else {
+        format!("envoy/filters/{package}.json")
+    }
+}
+
+/// The comment above a plugin configuration; `place` is "mesh" or "cluster".
+fn config_note(package: &str, place: &str) -> String {
+    if package == CHAIN.0 {
+        format!(
+            "One section per filter, each the same JSON as envoy/filters/<filter>.json, \
+             endpoints as in this {place}."
+        )
+    } else {
+        format!("The same JSON as envoy/filters/{package}.json, endpoints as in this {place}.")
+    }
+}
+
+/// Where the `root_id` a manifest names is used in an Envoy config of ours.
+fn root_id_source(package: &str) -> &'static str {
+    if package == CHAIN.0 {
+        "docs/filters/chain.md"
+    } else {
+        "envoy/envoy.yaml.tmpl"
+    }
+}
+
+/// Why the chain's manifests must replace the three filters' and not join them.
+const CHAIN_INSTEAD: &str = "bearer-auth, rate-limit and route-rewrite as the stages of one \
+    module (docs/filters/chain.md), cheaper per request than the three. Apply it instead of the \
+    three filters' manifests, never together with them: every request would pass each filter \
+    twice.";
+
 fn istio_wasm_plugin(package: &str, digest: &str, config: &Value) -> Result<String> {
     let (phase, why_phase) = istio_phase(package)?;
     let (failure, why_failure) = failure(package, config)?;
     let mut out = header(&format!(
-        "envoy/filters/{package}.json and the image `cargo xtask build` made"
+        "{} and the image `cargo xtask build` made",
+        sources(package)
     ));
+    let what = if package == CHAIN.0 {
+        format!(
+            "Istio WasmPlugin for the wasmgate chain on the ingress gateway: {CHAIN_INSTEAD} \
+             deploy/istio/route-rewrite-upstream.yaml is still needed for the [P] rules."
+        )
+    } else {
+        format!("Istio WasmPlugin for the wasmgate {package} filter on the ingress gateway.")
+    };
     out.push_str(&comment(
         &format!(
-            "Istio WasmPlugin for the wasmgate {package} filter on the ingress gateway. Push the \
-             image first (docs/loading.md, \"OCI images\"), then replace {REGISTRY} with your \
-             registry: the sha256 stays the same."
+            "{what} Push the image first (docs/loading.md, \"OCI images\"), then replace \
+             {REGISTRY} with your registry: the sha256 stays the same."
         ),
         0,
     ));
@@ -388,13 +471,13 @@ fn istio_wasm_plugin(package: &str, digest: &str, config: &Value) -> Result<Stri
          {sha_comment}\
          \x20 sha256: {digest}\n\
          \x20 imagePullPolicy: IfNotPresent\n\
-         \x20 # The root_id the filter is registered under, as in envoy/envoy.yaml.tmpl.\n\
+         \x20 # The root_id the filter is registered under, as in {root_id_source}.\n\
          \x20 pluginName: {plugin}\n\
-         \x20 # {why_phase}\n\
+         {phase_comment}\
          \x20 phase: {phase}\n\
          {failure_comment}\
          \x20 failStrategy: {fail}\n\
-         \x20 # The same JSON as envoy/filters/{package}.json, endpoints as in this mesh.\n\
+         {config_comment}\
          \x20 pluginConfig:\n",
         name = q(&format!("wasmgate-{package}")),
         url = q(&format!("oci://{REGISTRY}/{package}:{TAG}")),
@@ -407,6 +490,9 @@ fn istio_wasm_plugin(package: &str, digest: &str, config: &Value) -> Result<Stri
         plugin = q(package),
         failure_comment = comment(&why_failure, 2),
         fail = failure.istio(),
+        config_comment = comment(&config_note(package, "mesh"), 2),
+        root_id_source = root_id_source(package),
+        phase_comment = comment(why_phase, 2),
     ));
     out.push_str(&yaml_block(config, 4)?);
     Ok(out)
@@ -460,7 +546,7 @@ fn gateway_wasm_entry(package: &str, digest: &str, config: &Value) -> Result<Str
     let (failure, why_failure) = failure(package, config)?;
     let mut out = format!(
         "  - name: {name}\n\
-         \x20   # The root_id the filter is registered under, as in envoy/envoy.yaml.tmpl.\n\
+         \x20   # The root_id the filter is registered under, as in {root_id_source}.\n\
          \x20   rootID: {name}\n\
          \x20   code:\n\
          \x20     type: Image\n\
@@ -470,44 +556,59 @@ fn gateway_wasm_entry(package: &str, digest: &str, config: &Value) -> Result<Str
          \x20       sha256: {digest}\n\
          {failure_comment}\
          \x20   failOpen: {open}\n\
-         \x20   # The same JSON as envoy/filters/{package}.json, endpoints as in this cluster.\n\
+         {config_comment}\
          \x20   config:\n",
         name = q(package),
         url = q(&format!("{REGISTRY}/{package}:{TAG}")),
         digest = q(digest),
         failure_comment = comment(&why_failure, 4),
         open = failure == Failure::Open,
+        config_comment = comment(&config_note(package, "cluster"), 4),
+        root_id_source = root_id_source(package),
     );
     out.push_str(&yaml_block(config, 6)?);
     Ok(out)
 }
 
-fn gateway_policy(entries: &[String]) -> String {
+/// The comment that opens the three filters' `EnvoyExtensionPolicy`.
+fn gateway_three_filters_note() -> String {
+    format!(
+        "Envoy Gateway: the three wasmgate filters on the Gateway `wasmgate`, in the order they \
+         must run (the list order is the filter chain order). Push the images first \
+         (docs/loading.md, \"OCI images\") and replace {REGISTRY} with your registry: the \
+         sha256 stays the same. {GATEWAY_CLUSTERS}"
+    )
+}
+
+/// The comment that opens the chain's `EnvoyExtensionPolicy`.
+fn gateway_chain_note() -> String {
+    format!(
+        "Envoy Gateway: the wasmgate chain on the Gateway `wasmgate`: {CHAIN_INSTEAD} Push the \
+         image first (docs/loading.md, \"OCI images\") and replace {REGISTRY} with your \
+         registry: the sha256 stays the same. {GATEWAY_CLUSTERS}"
+    )
+}
+
+const GATEWAY_CLUSTERS: &str = "bearer-auth fetches the JWKS through the cluster of rule 0 of \
+    the HTTPRoute `authz`, and route-rewrite's [P] targets map to the cluster of rule 0 of the \
+    HTTPRoute `notes-api` (Envoy Gateway names clusters httproute/<namespace>/<name>/rule/<index>).";
+
+fn gateway_policy(name: &str, note: &str, entries: &[String]) -> String {
     let mut out = header("envoy/filters/*.json and the images `cargo xtask build` made");
-    out.push_str(&comment(
-        &format!(
-            "Envoy Gateway: the three wasmgate filters on the Gateway `wasmgate`, in the order \
-             they must run (the list order is the filter chain order). Push the images first \
-             (docs/loading.md, \"OCI images\") and replace {REGISTRY} with your registry: the \
-             sha256 stays the same. bearer-auth fetches the JWKS through the cluster of rule 0 \
-             of the HTTPRoute `authz`, and route-rewrite's [P] targets map to the cluster of \
-             rule 0 of the HTTPRoute `notes-api` (Envoy Gateway names clusters \
-             httproute/<namespace>/<name>/rule/<index>)."
-        ),
-        0,
-    ));
+    out.push_str(&comment(note, 0));
     out.push_str(&format!(
         "apiVersion: gateway.envoyproxy.io/v1alpha1\n\
          kind: EnvoyExtensionPolicy\n\
          metadata:\n\
-         \x20 name: \"wasmgate\"\n\
+         \x20 name: {name}\n\
          \x20 namespace: {APP_NAMESPACE}\n\
          spec:\n\
          \x20 targetRefs:\n\
          \x20 - group: gateway.networking.k8s.io\n\
          \x20   kind: Gateway\n\
          \x20   name: \"wasmgate\"\n\
-         \x20 wasm:\n"
+         \x20 wasm:\n",
+        name = q(name),
     ));
     for entry in entries {
         out.push_str(entry);

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use xtask::deploy::{Rendered, render_all};
-use xtask::paths::{FILTERS, deploy_dir};
+use xtask::deploy::{RENDERED_DIRS, Rendered, render_all};
+use xtask::paths::{CHAIN, FILTERS, deploy_dir};
 
 fn read_yaml(path: &Path) -> Value {
     serde_yaml::from_str(&fs::read_to_string(path).unwrap())
@@ -29,20 +29,29 @@ fn gateway_file() -> PathBuf {
     deploy_dir().join("envoy-gateway/envoy-extension-policy.yaml")
 }
 
+fn chain_istio_file() -> PathBuf {
+    deploy_dir().join("chain/istio-wasm-plugin.yaml")
+}
+
+fn chain_gateway_file() -> PathBuf {
+    deploy_dir().join("chain/envoy-extension-policy.yaml")
+}
+
 #[test]
 fn deploy_is_what_render_makes_from_the_filter_configs() {
     // The digests as committed (tests/oci.rs checks them against the built images), so this
     // test is about the rest: the filter configs, phases, failure policies.
-    let digests: BTreeMap<String, String> = FILTERS
+    let digest = |file: PathBuf| {
+        read_yaml(&file)["spec"]["sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut digests: BTreeMap<String, String> = FILTERS
         .iter()
-        .map(|(package, _)| {
-            let spec = &read_yaml(&istio_file(package))["spec"];
-            (
-                (*package).to_owned(),
-                spec["sha256"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|(package, _)| ((*package).to_owned(), digest(istio_file(package))))
         .collect();
+    digests.insert(CHAIN.0.to_owned(), digest(chain_istio_file()));
     let rendered = render_all(&digests).unwrap();
     for Rendered { path, text } in &rendered {
         let committed = fs::read_to_string(deploy_dir().join(path)).unwrap_or_default();
@@ -52,7 +61,7 @@ fn deploy_is_what_render_makes_from_the_filter_configs() {
             path.display()
         );
     }
-    for dir in ["istio", "envoy-gateway"] {
+    for dir in RENDERED_DIRS {
         for entry in fs::read_dir(deploy_dir().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let relative = path.strip_prefix(deploy_dir()).unwrap();
@@ -89,6 +98,59 @@ fn plugin_configs_are_the_filter_configs_as_yaml() {
             xtask::deploy::filter_config(package, &mesh).unwrap()
         );
     }
+}
+
+#[test]
+fn the_chain_manifests_carry_each_filters_config_as_its_section() {
+    for (file, mesh, pointer) in [
+        (
+            chain_istio_file(),
+            xtask::deploy::Mesh::istio(),
+            "/spec/pluginConfig",
+        ),
+        (
+            chain_gateway_file(),
+            xtask::deploy::Mesh::envoy_gateway(),
+            "/spec/wasm/0/config",
+        ),
+    ] {
+        let manifest = read_yaml(&file);
+        let config = manifest.pointer(pointer).unwrap();
+        let sections: Vec<&String> = config.as_object().unwrap().keys().collect();
+        assert_eq!(
+            sections,
+            ["bearer_auth", "rate_limit", "route_rewrite"],
+            "{}",
+            file.display()
+        );
+        for (package, stem) in FILTERS {
+            assert_eq!(
+                config[stem],
+                xtask::deploy::filter_config(package, &mesh).unwrap(),
+                "{} ({stem})",
+                file.display()
+            );
+        }
+    }
+    let plugin = &read_yaml(&chain_istio_file())["spec"];
+    assert_eq!(plugin["pluginName"], "chain", "the root_id");
+    assert_eq!(plugin["phase"], "AUTHN", "bearer-auth is its first stage");
+    assert_eq!(plugin["failStrategy"], "FAIL_CLOSE");
+    assert!(
+        plugin["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("oci://registry.example.com/wasmgate/chain:")
+    );
+    let policy = read_yaml(&chain_gateway_file());
+    assert_eq!(policy["spec"]["wasm"].as_array().unwrap().len(), 1);
+    assert_eq!(policy["spec"]["wasm"][0]["rootID"], "chain");
+    assert_eq!(policy["spec"]["wasm"][0]["failOpen"], false);
+    // Not the three filters' policy: applied by mistake next to it, it is a second object.
+    assert_ne!(
+        policy["metadata"]["name"],
+        read_yaml(&gateway_file())["metadata"]["name"]
+    );
 }
 
 #[test]
@@ -159,6 +221,14 @@ fn istio_manifests_are_valid_against_istios_crd_schemas() {
 }
 
 #[test]
+fn the_chains_istio_manifest_is_valid_against_istios_crd_schema() {
+    let (ok, output) = node_validate(&[chain_istio_file()]);
+    assert!(ok, "{output}");
+    assert!(output.starts_with("ok "), "{output}");
+    assert!(output.contains("WasmPlugin/wasmgate-chain"), "{output}");
+}
+
+#[test]
 fn broken_istio_manifests_are_rejected() {
     let good = fs::read_to_string(istio_file("bearer-auth")).unwrap();
     let scratch = std::env::temp_dir().join(format!("wasmgate-istio-{}", std::process::id()));
@@ -221,10 +291,17 @@ fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
 }
 
 #[test]
-fn the_envoy_gateway_policy_is_valid_against_the_crd_schema() {
+fn the_envoy_gateway_policies_are_valid_against_the_crd_schema() {
     let validator = gateway_validator();
-    let policy = read_yaml(&gateway_file());
-    assert_eq!(errors(&validator, &policy), Vec::<String>::new());
+    for file in [gateway_file(), chain_gateway_file()] {
+        let policy = read_yaml(&file);
+        assert_eq!(
+            errors(&validator, &policy),
+            Vec::<String>::new(),
+            "{}",
+            file.display()
+        );
+    }
 }
 
 #[test]

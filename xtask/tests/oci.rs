@@ -223,4 +223,11 @@ fn the_manifests_under_deploy_pin_these_images() {
     }
     let gateway = deploy_dir().join("envoy-gateway/envoy-extension-policy.yaml");
     assert_eq!(pinned_digests(&gateway), digests, "{stale}");
+    let (package, stem) = CHAIN;
+    let (_, dir) = built(package, stem);
+    let chain = vec![xtask::oci::manifest_digest(&dir).unwrap()];
+    for file in ["istio-wasm-plugin.yaml", "envoy-extension-policy.yaml"] {
+        let path = deploy_dir().join("chain").join(file);
+        assert_eq!(pinned_digests(&path), chain, "{stale}");
+    }
 }

@@ -109,8 +109,8 @@ struct Example {
     whole: bool,
 }
 
-/// Which filter a manifest or Envoy snippet is about, from the strings in it (`rate_limit.wasm`,
-/// `oci://…/rate-limit:0.1.0`, `name: wasmgate-rate-limit`).
+/// Which filter (or the chain) a manifest or Envoy snippet is about, from the strings in it
+/// (`rate_limit.wasm`, `oci://…/rate-limit:0.1.0`, `name: wasmgate-rate-limit`, `chain.wasm`).
 fn filter_named_in(value: &Value) -> Option<&'static str> {
     fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
         match value {
@@ -124,6 +124,7 @@ fn filter_named_in(value: &Value) -> Option<&'static str> {
     strings(value, &mut all);
     let named: BTreeSet<&'static str> = FILTERS
         .iter()
+        .chain([&CHAIN])
         .filter(|(package, stem)| all.iter().any(|s| s.contains(package) || s.contains(stem)))
         .map(|(package, _)| *package)
         .collect();
@@ -322,12 +323,7 @@ fn yaml_file_examples(path: &Path, out: &mut Vec<Example>) {
         for (named, config) in configs_in(&document) {
             let package =
                 named.unwrap_or_else(|| panic!("{relative}: which filter is this config for?"));
-            out.push(Example {
-                origin: relative.clone(),
-                package: package.to_owned(),
-                config,
-                whole: true,
-            });
+            push_example(out, relative.clone(), package, config, true);
         }
     }
 }
@@ -439,6 +435,9 @@ fn every_example_config_validates_and_loads() {
             format!("envoy/filters/{package}.json (rendered)"),
             "envoy/rendered/docker-compose.envoy.yaml".to_owned(),
             format!("docs/filters/{package}.md:"),
+            // The chain's manifests: one example per section.
+            "deploy/chain/istio-wasm-plugin.yaml (".to_owned(),
+            "deploy/chain/envoy-extension-policy.yaml (".to_owned(),
         ] {
             assert!(
                 origins.iter().any(|o| o.starts_with(&source)),
