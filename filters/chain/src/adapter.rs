@@ -15,6 +15,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::host::chain::{
     plugin_configuration, set_continuation, with_configuration,
 };
+use wasmgate_filter_common::host::clock::with_one_clock_read;
 use wasmgate_filter_common::host::counters::FLUSH_PERIOD;
 use wasmgate_filter_common::host::headers::with_request_headers;
 use wasmgate_filter_common::host::log_config_error;
@@ -141,21 +142,24 @@ thread_local! {
 }
 
 /// Runs the request-headers callback of the stages from `ran` on, stopping at the first that does
-/// not let the request go on.
+/// not let the request go on. The stages share one read of the host's clock (bearer-auth's cache
+/// expiry and rate-limit's buckets would each read it otherwise).
 fn run_request_headers(streams: &mut Streams) -> Action {
     let (num_headers, end_of_stream) = streams.request_headers;
-    while streams.ran < streams.streams.len() {
-        let at = streams.ran;
-        streams.ran += 1;
-        let Some(stream) = streams.streams.get_mut(at) else {
-            break;
-        };
-        match stream.on_http_request_headers(num_headers, end_of_stream) {
-            Action::Continue => {}
-            stop => return stop,
+    with_one_clock_read(|| {
+        while streams.ran < streams.streams.len() {
+            let at = streams.ran;
+            streams.ran += 1;
+            let Some(stream) = streams.streams.get_mut(at) else {
+                break;
+            };
+            match stream.on_http_request_headers(num_headers, end_of_stream) {
+                Action::Continue => {}
+                stop => return stop,
+            }
         }
-    }
-    Action::Continue
+        Action::Continue
+    })
 }
 
 /// The continuation a stage's resume goes through (effective context `context_id`).

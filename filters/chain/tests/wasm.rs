@@ -354,6 +354,26 @@ fn one_request_crosses_the_vm_boundary_far_less_often_than_through_three_modules
     );
 }
 
+#[test]
+fn the_stages_of_one_request_share_one_read_of_the_clock() {
+    let signer = Signer::new();
+    let host = Host::new(&CHAIN);
+    let mut vm = ready(&host, &signer, 1000);
+    let auth = signer.bearer(&host);
+    // The first request verifies the token; the second finds it in the cache. bearer-auth reads
+    // the clock for either, rate-limit for its bucket: one read between them.
+    for _ in 0..2 {
+        let before = host.clock().host_reads();
+        let_through(&mut vm, &auth);
+        assert_eq!(host.clock().host_reads() - before, 1);
+    }
+    // Outside a request's callback each read still goes to the host: the tick reads it anew.
+    let before = host.clock().host_reads();
+    vm.tick().unwrap();
+    vm.tick().unwrap();
+    assert!(host.clock().host_reads() - before >= 2);
+}
+
 /// Not a test: a loop to profile the chain's own code under `perf` (tests/harness/README.md).
 /// `cargo test -p chain --test wasm profile_loop -- --ignored` with `WASMGATE_HARNESS_PERFMAP=1`.
 #[test]

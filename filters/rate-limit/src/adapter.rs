@@ -2,12 +2,12 @@
 //! request headers, shared data, metrics, local replies. No decisions are made here.
 
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
 use wasmgate_filter_common::host::chain::plugin_configuration;
+use wasmgate_filter_common::host::clock;
 use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
 use wasmgate_filter_common::host::headers::{request_header_text, with_request_headers};
 use wasmgate_filter_common::host::log_config_error;
@@ -15,6 +15,7 @@ use wasmgate_filter_common::host::log_config_error;
 use crate::FILTER_NAME;
 use crate::config::{self, Config};
 use crate::engine::{self, Decision, Event, Metrics};
+use crate::headers::Header;
 use crate::keys::RequestView;
 use crate::limiter::CREATE_CAS;
 use crate::store::{SetError, SharedStore};
@@ -95,7 +96,7 @@ impl RootContext for Root {
 struct Http {
     state: Option<Rc<State>>,
     /// Rate-limit headers for the response of a request that was let through.
-    response_headers: Vec<(String, String)>,
+    response_headers: Vec<Header>,
 }
 
 impl Context for Http {}
@@ -134,10 +135,8 @@ impl HttpContext for Http {
                 headers,
                 body,
             } => {
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 if let Err(status) =
                     hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()))
                 {
@@ -154,7 +153,7 @@ impl HttpContext for Http {
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         for (name, value) in std::mem::take(&mut self.response_headers) {
             // Replace, not add: an upstream's own rate-limit headers would contradict ours.
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, Some(&value));
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
         }
         Action::Continue
     }
@@ -167,9 +166,7 @@ fn log(level: LogLevel, line: &str) {
 /// Wall-clock nanoseconds, the clock every proxy-wasm host provides. A failure reads as 0, which
 /// the bucket treats as a backward step (no refill), never as a panic.
 fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+    clock::since_epoch()
         .and_then(|d| u64::try_from(d.as_nanos()).ok())
         .unwrap_or(0)
 }

@@ -10,7 +10,7 @@
 use wasmgate_filter_common::RequestInfo;
 
 use crate::config::{Config, FailureMode, HeaderMode, OnMissingKey, Policy};
-use crate::headers::{self, Report};
+use crate::headers::{self, Header, Report};
 use crate::keys::{self, KeySource, RequestView};
 use crate::limiter::{self, Effort, LimiterError, Outcome, Snapshot};
 use crate::store::SharedStore;
@@ -47,13 +47,11 @@ pub enum LogLevel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Let the request through and add these headers to its response.
-    Allow {
-        response_headers: Vec<(String, String)>,
-    },
+    Allow { response_headers: Vec<Header> },
     /// Answer the request here.
     Deny {
         status: u16,
-        headers: Vec<(String, String)>,
+        headers: Vec<Header>,
         body: String,
     },
 }
@@ -279,7 +277,7 @@ fn give_back(
     }
 }
 
-fn allow(response_headers: Vec<(String, String)>, log: Option<(LogLevel, String)>) -> Verdict {
+fn allow(response_headers: Vec<Header>, log: Option<(LogLevel, String)>) -> Verdict {
     Verdict {
         decision: Decision::Allow { response_headers },
         log,
@@ -294,7 +292,7 @@ fn too_many_requests(config: &Config, policy: &Policy, snapshot: Snapshot) -> Ve
     let retry = headers::retry_after(&r);
     let detail = match retry {
         Some(secs) => {
-            headers.push(("retry-after".to_owned(), secs.to_string()));
+            headers.push(("retry-after", secs.to_string()));
             format!(
                 "rate limit `{}` exceeded ({} requests per {} s); retry in {secs} s",
                 policy.name,
@@ -304,7 +302,7 @@ fn too_many_requests(config: &Config, policy: &Policy, snapshot: Snapshot) -> Ve
         }
         None => format!("policy `{}` refuses every request (limit 0)", policy.name),
     };
-    headers.push((PROBLEM_JSON.0.to_owned(), PROBLEM_JSON.1.to_owned()));
+    headers.push((PROBLEM_JSON.0, PROBLEM_JSON.1.to_owned()));
     let log = format!("rate-limit: 429: {detail}");
     Verdict {
         decision: Decision::Deny {
@@ -324,7 +322,7 @@ fn missing_key(policy: &Policy) -> Verdict {
     Verdict {
         decision: Decision::Deny {
             status: 403,
-            headers: vec![(PROBLEM_JSON.0.to_owned(), PROBLEM_JSON.1.to_owned())],
+            headers: vec![(PROBLEM_JSON.0, PROBLEM_JSON.1.to_owned())],
             body: headers::problem(403, "Forbidden", &detail),
         },
         log: Some((LogLevel::Info, format!("rate-limit: 403: {detail}"))),
@@ -347,8 +345,8 @@ fn unavailable(reason: String) -> Verdict {
         decision: Decision::Deny {
             status: 503,
             headers: vec![
-                ("retry-after".to_owned(), "1".to_owned()),
-                (PROBLEM_JSON.0.to_owned(), PROBLEM_JSON.1.to_owned()),
+                ("retry-after", "1".to_owned()),
+                (PROBLEM_JSON.0, PROBLEM_JSON.1.to_owned()),
             ],
             body: headers::problem(
                 503,

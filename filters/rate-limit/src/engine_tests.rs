@@ -44,15 +44,15 @@ fn client(id: &str) -> FakeRequest {
     FakeRequest::new("GET", "/api/notes").with("x-auth-client-id", id)
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
     headers
         .iter()
-        .find(|(k, _)| k == name)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.as_str())
 }
 
 /// Status and headers of a decision (200 for "let through").
-fn outcome(v: &Verdict) -> (u16, &[(String, String)]) {
+fn outcome(v: &Verdict) -> (u16, &[Header]) {
     match &v.decision {
         Decision::Allow { response_headers } => (200, response_headers),
         Decision::Deny {
@@ -455,11 +455,11 @@ fn header_modes() {
     };
     let store = MemoryStore::new();
     let m = Counts::default();
-    let names = |c: &Config| -> Vec<String> {
+    let names = |c: &Config| -> Vec<&str> {
         outcome(&decide(c, &store, &client("h"), T0, &m))
             .1
             .iter()
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect()
     };
     assert!(names(&with("none")).is_empty());
@@ -480,7 +480,7 @@ fn header_modes() {
     let v = decide(&none, &store, &client("h2"), T0, &m);
     let (status, headers) = outcome(&v);
     assert_eq!(status, 429);
-    let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+    let names: Vec<&str> = headers.iter().map(|(k, _)| *k).collect();
     assert_eq!(names, ["retry-after", "content-type"]);
 }
 

@@ -33,8 +33,11 @@ pub fn closest_to_exhaustion<'a, 'b>(reports: &'b [Report<'a>]) -> Option<&'b Re
     })
 }
 
+/// A response header: names are fixed, so only values are built per request.
+pub type Header = (&'static str, String);
+
 /// Headers describing `report`.
-pub fn rate_limit_headers(mode: HeaderMode, report: &Report<'_>) -> Vec<(String, String)> {
+pub fn rate_limit_headers(mode: HeaderMode, report: &Report<'_>) -> Vec<Header> {
     let limit = report.rate.limit;
     // The draft's window is whole seconds; sub-second intervals round up to 1.
     let window = ceil_secs(report.rate.interval_ns).max(1);
@@ -46,18 +49,16 @@ pub fn rate_limit_headers(mode: HeaderMode, report: &Report<'_>) -> Vec<(String,
     if matches!(mode, HeaderMode::Draft10 | HeaderMode::Both) {
         let name = report.policy;
         out.push((
-            "ratelimit-policy".to_owned(),
+            "ratelimit-policy",
             format!("\"{name}\";q={limit};w={window}"),
         ));
-        out.push((
-            "ratelimit".to_owned(),
-            format!("\"{name}\";r={remaining};t={reset}"),
-        ));
+        out.push(("ratelimit", format!("\"{name}\";r={remaining};t={reset}")));
     }
     if matches!(mode, HeaderMode::XRatelimit | HeaderMode::Both) {
-        out.push(("x-ratelimit-limit".to_owned(), limit.to_string()));
-        out.push(("x-ratelimit-remaining".to_owned(), remaining.to_string()));
-        out.push(("x-ratelimit-reset".to_owned(), reset.to_string()));
+        let mut number = itoa::Buffer::new();
+        out.push(("x-ratelimit-limit", number.format(limit).to_owned()));
+        out.push(("x-ratelimit-remaining", number.format(remaining).to_owned()));
+        out.push(("x-ratelimit-reset", number.format(reset).to_owned()));
     }
     out
 }
@@ -107,7 +108,7 @@ mod tests {
     fn both_header_families_carry_the_same_numbers() {
         let r = report("per-client", 42, Some(34_800_000_001));
         let h = rate_limit_headers(HeaderMode::Both, &r);
-        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
         assert_eq!(get("ratelimit-policy"), Some("\"per-client\";q=100;w=60"));
         assert_eq!(get("ratelimit"), Some("\"per-client\";r=42;t=35"));
         assert_eq!(get("x-ratelimit-limit"), Some("100"));
@@ -118,7 +119,7 @@ mod tests {
     #[test]
     fn modes_select_the_families() {
         let r = report("p", 1, Some(SEC));
-        let names = |m| -> Vec<String> {
+        let names = |m| -> Vec<&str> {
             rate_limit_headers(m, &r)
                 .into_iter()
                 .map(|(k, _)| k)

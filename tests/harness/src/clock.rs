@@ -12,12 +12,15 @@ pub const DEFAULT_START_SECS: u64 = 1_767_225_600;
 #[derive(Debug, Clone)]
 pub struct Clock {
     nanos: Arc<AtomicU64>,
+    /// How many times a module asked for the time (`proxy_get_current_time_nanoseconds`).
+    host_reads: Arc<AtomicU64>,
 }
 
 impl Default for Clock {
     fn default() -> Self {
         Self {
             nanos: Arc::new(AtomicU64::new(DEFAULT_START_SECS * 1_000_000_000)),
+            host_reads: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -26,6 +29,17 @@ impl Clock {
     /// Nanoseconds since the Unix epoch, as the ABI reports them.
     pub fn now_nanos(&self) -> u64 {
         self.nanos.load(Ordering::SeqCst)
+    }
+
+    /// The time as a module's host call reads it: counted in [`Clock::host_reads`].
+    pub(crate) fn read_by_module(&self) -> u64 {
+        self.host_reads.fetch_add(1, Ordering::SeqCst);
+        self.now_nanos()
+    }
+
+    /// How many times the modules on this clock have read it through the proxy-wasm ABI.
+    pub fn host_reads(&self) -> u64 {
+        self.host_reads.load(Ordering::SeqCst)
     }
 
     /// The current time.

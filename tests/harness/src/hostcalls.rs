@@ -49,7 +49,7 @@ pub(crate) fn define(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
         env,
         "proxy_get_current_time_nanoseconds",
         |mut c: C<'_>, ret: u32| -> u32 {
-            let now = c.data().host.clock.now_nanos();
+            let now = c.data().host.clock.read_by_module();
             ok_or_memory(write_u64(&mut c, ret, now))
         },
     )?;

@@ -3,10 +3,10 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
+use wasmgate_filter_common::host::clock;
 use wasmgate_filter_common::host::counters::BatchedCounters;
 
 use crate::FILTER_NAME;
@@ -18,10 +18,7 @@ pub(super) fn log(level: LogLevel, line: &str) {
 }
 
 pub(super) fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    clock::since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A number that tells this VM apart from the others as lease holder: random (WASI random_get

@@ -1,6 +1,7 @@
 //! The one place in this crate that talks to the proxy-wasm host.
 
 pub mod chain;
+pub mod clock;
 pub mod counters;
 pub mod headers;
 
