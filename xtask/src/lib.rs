@@ -9,6 +9,7 @@ pub mod ecds;
 pub mod envoy;
 pub mod exports;
 pub mod oci;
+pub mod one_module;
 pub mod paths;
 pub mod process;
 pub mod render;

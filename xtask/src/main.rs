@@ -46,7 +46,12 @@ enum Cmd {
     /// (`build` does this too); prints each image's manifest digest.
     Package,
     /// Build, then run the whole stack on the ports of DESIGN.md until Ctrl-C.
-    Up,
+    Up {
+        /// Load the three filters as the stages of one module, chain.wasm
+        /// (docs/filters/chain.md), instead of three wasm filters.
+        #[arg(long)]
+        chain: bool,
+    },
     /// Everything CI checks: fmt, clippy (host and wasm), unit, harness and end-to-end tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -66,7 +71,7 @@ fn main() -> Result<()> {
         Cmd::Render => render(),
         Cmd::Schemas { check } => schemas(check),
         Cmd::Package => build_filters().and_then(|()| oci::package_all()).map(drop),
-        Cmd::Up => up(),
+        Cmd::Up { chain } => up(chain),
         Cmd::Test { cargo_test_args } => test(&cargo_test_args),
         Cmd::Bench(args) => bench::run(&args),
     }
@@ -118,13 +123,15 @@ fn schemas(check: bool) -> Result<()> {
     Ok(())
 }
 
-fn up() -> Result<()> {
+fn up(chain: bool) -> Result<()> {
     build(false)?;
     envoy::ensure_envoy()?;
     make_certs(None)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let mut stack = Stack::start(StackOptions::local()).await?;
+        let options = StackOptions::local();
+        let options = if chain { options.one_module() } else { options };
+        let mut stack = Stack::start(options).await?;
         let e = &stack.endpoints;
         println!(
             "\nwasmgate is up.\n\

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::certs::{self, CertPaths};
 use crate::envoy::envoy_binary;
-use crate::paths::{FILTERS, bin_dir, certs_dir, run_dir};
+use crate::paths::{CHAIN, FILTERS, bin_dir, certs_dir, run_dir};
 use crate::process::{Echo, ManagedProcess};
 use crate::render::{Endpoints, HostPort, render};
 
@@ -35,6 +35,9 @@ pub struct StackOptions {
     /// Keep the authz-service's data (database, keys, registered clients) from the last run
     /// instead of starting from an empty run directory.
     pub keep_data: bool,
+    /// Load the three filters as the stages of `chain.wasm`, one wasm filter, instead of three
+    /// (`crate::one_module`).
+    pub one_module: bool,
 }
 
 impl StackOptions {
@@ -48,6 +51,7 @@ impl StackOptions {
             echo: Echo::Console,
             run_name: "up".to_owned(),
             keep_data: true,
+            one_module: false,
         }
     }
 
@@ -63,7 +67,14 @@ impl StackOptions {
             echo: Echo::Quiet,
             run_name: format!("test-{test_name}-{}-{n}", std::process::id()),
             keep_data: false,
+            one_module: false,
         }
+    }
+
+    /// The three filters as the stages of the one-module chain.
+    pub fn one_module(mut self) -> Self {
+        self.one_module = true;
+        self
     }
 
     pub fn concurrency(mut self, workers: u32) -> Self {
@@ -102,7 +113,7 @@ impl Stack {
             let _ = fs::remove_dir_all(&run_dir);
         }
         fs::create_dir_all(&run_dir)?;
-        check_artifacts(&endpoints)?;
+        check_artifacts(&endpoints, options.one_module)?;
 
         let mut stack = Self {
             endpoints,
@@ -110,7 +121,10 @@ impl Stack {
             run_dir,
             processes: Vec::new(),
         };
-        let config = render(&stack.endpoints, &options.filter_configs)?;
+        let mut config = render(&stack.endpoints, &options.filter_configs)?;
+        if options.one_module {
+            config = crate::one_module::with_chain(&config)?;
+        }
         let config_path = stack.run_dir.join("envoy.yaml");
         fs::write(&config_path, config)?;
 
@@ -311,8 +325,13 @@ fn free_endpoints() -> Result<Endpoints> {
 }
 
 /// Fails with the command that fixes it when a binary or filter has not been built.
-fn check_artifacts(endpoints: &Endpoints) -> Result<()> {
-    let mut missing: Vec<PathBuf> = FILTERS
+fn check_artifacts(endpoints: &Endpoints, one_module: bool) -> Result<()> {
+    let modules = if one_module {
+        &[CHAIN][..]
+    } else {
+        &FILTERS[..]
+    };
+    let mut missing: Vec<PathBuf> = modules
         .iter()
         .map(|(_, stem)| endpoints.wasm_dir.join(format!("{stem}.wasm")))
         .chain(["authz-service", "wasmgate-demo"].map(|b| bin_dir().join(b)))

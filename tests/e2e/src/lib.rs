@@ -70,3 +70,14 @@ pub async fn stats_once(stack: &Stack, query: &str, flushed: impl Fn(&str) -> bo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The sum of every stat in Envoy's `/stats` text whose name ends with `name` (a counter is
+/// reported per worker's VM under one name, or under several prefixes): 0 if none is there.
+pub fn sum_stat(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(k, _)| k.ends_with(name))
+        .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
+        .sum()
+}

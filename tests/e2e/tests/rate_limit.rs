@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use wasmgate_e2e::{
-    Stack, StackOptions, client_credentials_token, https_client_trusting, stats_once,
+    Stack, StackOptions, client_credentials_token, https_client_trusting, stats_once, sum_stat,
 };
 
 /// One token every 600 ms: the seed's 100 requests per 60 s.
@@ -246,16 +246,6 @@ async fn two_workers_let_exactly_the_limit_through() {
     assert_eq!(stat("rate-limit.policy.per-client.limited"), 100);
     assert_eq!(stat("rate-limit.policy.per-client.failures"), 0);
     assert_eq!(stack.crashed(), None, "a process of the stack crashed");
-}
-
-/// A stat summed over every line whose name ends with `name` (all workers' VMs).
-fn sum_stat(stats: &str, name: &str) -> u64 {
-    stats
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(k, _)| k.ends_with(name))
-        .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
-        .sum()
 }
 
 /// Runs futures concurrently on this task (the e2e crate has no `futures` dependency).
