@@ -1,46 +1,38 @@
-//! Test support: real keys and real signed tokens, made with jwt-simple's key generation.
-//! Every claim is written as raw JSON so tests can also sign claims of the wrong type.
+//! Test support: real keys and real signed tokens (the harness's `TokenSigner`). Every claim is
+//! written as raw JSON so tests can also sign claims of the wrong type.
 
 use jwt_simple::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use wasmgate_harness::TokenSigner;
 
 pub const NOW: u64 = 1_800_000_000;
 pub const ISSUER: &str = "https://localhost:8443";
 pub const AUDIENCE: &str = "wasmgate-api";
 
-pub struct Signer {
-    pub kid: String,
-    pub key: Ed25519KeyPair,
-}
+/// The harness's signer with the unit tests' defaults: tokens valid around [`NOW`].
+pub struct Signer(TokenSigner);
 
 impl Signer {
     pub fn new(kid: &str) -> Self {
-        Self {
-            kid: kid.to_string(),
-            key: Ed25519KeyPair::generate().with_key_id(kid),
-        }
+        Self(TokenSigner::new(kid))
     }
 
     pub fn jwk(&self) -> Value {
-        let x = Base64UrlSafeNoPadding::encode_to_string(self.key.public_key().to_bytes()).unwrap();
-        json!({"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "x": x, "use": "sig", "alg": "EdDSA"})
+        self.0.jwk().unwrap()
+    }
+
+    /// The same key, signing tokens whose header names no `kid`.
+    pub fn without_kid(&self) -> Self {
+        Self(self.0.without_kid().unwrap())
+    }
+
+    pub fn public_key(&self) -> Vec<u8> {
+        self.0.public_key()
     }
 
     /// Signs `claims` exactly as given, with `typ` in the header.
     pub fn sign(&self, claims: Value, typ: &str) -> String {
-        let map: Map<String, Value> = match claims {
-            Value::Object(m) => m,
-            _ => panic!("claims must be an object"),
-        };
-        let mut c = Claims::with_custom_claims(map, Duration::from_secs(1));
-        c.issued_at = None;
-        c.expires_at = None;
-        c.invalid_before = None;
-        let opts = HeaderOptions {
-            signature_type: Some(typ.to_string()),
-            ..HeaderOptions::default()
-        };
-        self.key.sign_with_options(c, &opts).unwrap()
+        self.0.sign(claims, typ).unwrap()
     }
 
     /// A good RFC 9068 access token with `scope`, valid around `NOW`.
@@ -57,8 +49,8 @@ pub fn good_claims(scope: &str) -> Value {
 }
 
 pub fn jwks(signers: &[&Signer]) -> Vec<u8> {
-    serde_json::to_vec(&json!({"keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>()}))
-        .unwrap()
+    let keys: Vec<&TokenSigner> = signers.iter().map(|s| &s.0).collect();
+    wasmgate_harness::jwks(&keys).unwrap().into_bytes()
 }
 
 pub fn b64(bytes: &[u8]) -> String {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jwt_simple::prelude::*;
 use serde_json::{Value, json};
 use wasmgate_harness::{
-    Action, CallResponse, CasRules, FilterModule, Host, LogLevel, Vm, filter_wasm,
+    Action, CallResponse, CasRules, FilterModule, Host, LogLevel, TokenSigner, Vm, filter_wasm,
 };
 
 static MODULE: LazyLock<FilterModule> =
@@ -22,41 +22,14 @@ static MODULE: LazyLock<FilterModule> =
 const ISSUER: &str = "https://localhost:8443";
 const AUDIENCE: &str = "wasmgate-api";
 
-struct Signer {
-    kid: String,
-    key: Ed25519KeyPair,
+/// A good token from `signer`, issued at the host's `now`, valid five minutes.
+fn token(signer: &TokenSigner, host: &Host, scope: &str) -> String {
+    sign(signer, claims(host, scope))
 }
 
-impl Signer {
-    fn new(kid: &str) -> Self {
-        Self {
-            kid: kid.into(),
-            key: Ed25519KeyPair::generate().with_key_id(kid),
-        }
-    }
-
-    fn jwk(&self) -> Value {
-        let x = Base64UrlSafeNoPadding::encode_to_string(self.key.public_key().to_bytes()).unwrap();
-        json!({"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "x": x, "alg": "EdDSA", "use": "sig"})
-    }
-
-    fn sign(&self, claims: Value) -> String {
-        let Value::Object(map) = claims else { panic!() };
-        let mut c = Claims::with_custom_claims(map, jwt_simple::prelude::Duration::from_secs(1));
-        c.issued_at = None;
-        c.expires_at = None;
-        c.invalid_before = None;
-        let opts = HeaderOptions {
-            signature_type: Some("at+jwt".into()),
-            ..Default::default()
-        };
-        self.key.sign_with_options(c, &opts).unwrap()
-    }
-
-    /// A good token issued at the host's `now`, valid five minutes.
-    fn token(&self, host: &Host, scope: &str) -> String {
-        self.sign(claims(host, scope))
-    }
+/// An access token with exactly `claims`.
+fn sign(signer: &TokenSigner, claims: Value) -> String {
+    signer.access_token(claims).unwrap()
 }
 
 fn claims(host: &Host, scope: &str) -> Value {
@@ -65,8 +38,8 @@ fn claims(host: &Host, scope: &str) -> Value {
            "iat": now, "exp": now + 300, "jti": "j"})
 }
 
-fn jwks(signers: &[&Signer]) -> String {
-    json!({"keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>()}).to_string()
+fn jwks(signers: &[&TokenSigner]) -> String {
+    wasmgate_harness::jwks(signers).unwrap()
 }
 
 fn config(extra: &str) -> String {
@@ -186,10 +159,10 @@ fn a_bad_configuration_is_refused_and_names_the_field() {
 #[test]
 fn rfc6750_answers_and_identity_headers() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = ready(&host, &jwks(&[&s]));
-    let demo = format!("Bearer {}", s.token(&host, "demo"));
-    let other = format!("Bearer {}", s.token(&host, "other"));
+    let demo = format!("Bearer {}", token(&s, &host, "demo"));
+    let other = format!("Bearer {}", token(&s, &host, "other"));
 
     // Valid token: through, identity set, spoofed x-auth-* gone, Authorization forwarded.
     let mut h = get("/api/notes", Some(&demo));
@@ -251,7 +224,10 @@ fn rfc6750_answers_and_identity_headers() {
     // Invalid tokens: 401 invalid_token with the reason, JSON body with the same error.
     let mut c = claims(&host, "demo");
     c["aud"] = json!("someone-else");
-    let a = send(&mut vm, &get("/me", Some(&format!("Bearer {}", s.sign(c)))));
+    let a = send(
+        &mut vm,
+        &get("/me", Some(&format!("Bearer {}", sign(&s, c)))),
+    );
     assert_eq!(a.status, Some(401));
     assert!(a.www.as_deref().unwrap().contains(
         r#"error="invalid_token", error_description="the token is not meant for this audience""#
@@ -260,7 +236,10 @@ fn rfc6750_answers_and_identity_headers() {
     assert_eq!(body["error"], "invalid_token");
     let mut c = claims(&host, "demo");
     c["iss"] = json!("https://evil.example");
-    let a = send(&mut vm, &get("/me", Some(&format!("Bearer {}", s.sign(c)))));
+    let a = send(
+        &mut vm,
+        &get("/me", Some(&format!("Bearer {}", sign(&s, c)))),
+    );
     assert!(a.www.unwrap().contains("untrusted issuer"));
 
     // Counts are added up in the VM and reach the host on the root context's tick.
@@ -288,9 +267,9 @@ fn rfc6750_answers_and_identity_headers() {
 #[test]
 fn the_token_never_appears_in_answers_or_logs() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = ready(&host, &jwks(&[&s]));
-    let t = s.token(&host, "other");
+    let t = token(&s, &host, "other");
     host.clock().advance(Duration::from_secs(3600));
     let a = send(&mut vm, &get("/api/notes", Some(&format!("Bearer {t}"))));
     assert_eq!(a.status, Some(401));
@@ -303,9 +282,9 @@ fn the_token_never_appears_in_answers_or_logs() {
 #[test]
 fn cache_hits_after_the_first_verification() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = ready(&host, &jwks(&[&s]));
-    let auth = format!("Bearer {}", s.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
     for _ in 0..5 {
         assert_eq!(
             send(&mut vm, &get("/me", Some(&auth))).action,
@@ -323,12 +302,12 @@ fn cache_hits_after_the_first_verification() {
 #[test]
 fn clock_skew_edges_with_the_host_clock() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = ready(&host, &jwks(&[&s]));
     let now = host.clock().unix_seconds();
     let mut c = claims(&host, "demo");
     c["nbf"] = json!(now + 100);
-    let future = format!("Bearer {}", s.sign(c));
+    let future = format!("Bearer {}", sign(&s, c));
     // nbf 100 s ahead, skew 60: refused now, accepted from 40 s on.
     assert!(
         send(&mut vm, &get("/me", Some(&future)))
@@ -345,7 +324,7 @@ fn clock_skew_edges_with_the_host_clock() {
     let mut c = claims(&host, "demo");
     let exp = c["exp"].as_u64().unwrap();
     c["jti"] = json!("other");
-    let t = format!("Bearer {}", s.sign(c));
+    let t = format!("Bearer {}", sign(&s, c));
     assert_eq!(
         send(&mut vm, &get("/me", Some(&t))).action,
         Action::Continue
@@ -371,9 +350,9 @@ fn clock_skew_edges_with_the_host_clock() {
 #[test]
 fn requests_wait_for_the_first_key_set_instead_of_401() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = host.plugin(&config("")).unwrap();
-    let auth = format!("Bearer {}", s.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
     // A request before the first tick: paused, not refused.
     let mut stream = vm.http_stream().unwrap();
     assert_eq!(
@@ -396,10 +375,10 @@ fn requests_wait_for_the_first_key_set_instead_of_401() {
 #[test]
 fn no_keys_at_all_gives_503_with_retry_after() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = host.plugin(&config("")).unwrap();
     vm.tick().unwrap();
-    let auth = format!("Bearer {}", s.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
     let mut stream = vm.http_stream().unwrap();
     assert_eq!(
         stream
@@ -437,10 +416,10 @@ fn no_keys_at_all_gives_503_with_retry_after() {
 #[test]
 fn key_rotation_a_new_kid_triggers_one_refetch_and_is_accepted() {
     let host = Host::new(&MODULE);
-    let old = Signer::new("k1");
-    let new = Signer::new("k2");
+    let old = TokenSigner::new("k1");
+    let new = TokenSigner::new("k2");
     let mut vm = ready(&host, &jwks(&[&old]));
-    let auth = format!("Bearer {}", new.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&new, &host, "demo"));
     let mut stream = vm.http_stream().unwrap();
     assert_eq!(
         stream
@@ -464,7 +443,10 @@ fn key_rotation_a_new_kid_triggers_one_refetch_and_is_accepted() {
     assert_eq!(
         send(
             &mut vm,
-            &get("/me", Some(&format!("Bearer {}", old.token(&host, "demo"))))
+            &get(
+                "/me",
+                Some(&format!("Bearer {}", token(&old, &host, "demo")))
+            )
         )
         .action,
         Action::Continue
@@ -476,7 +458,7 @@ fn key_rotation_a_new_kid_triggers_one_refetch_and_is_accepted() {
 #[test]
 fn random_kids_cause_at_most_one_fetch_per_interval() {
     let host = Host::new(&MODULE);
-    let good = Signer::new("k1");
+    let good = TokenSigner::new("k1");
     let mut vm = ready(&host, &jwks(&[&good]));
     let mut fetches = 0;
     let mut refused = 0;
@@ -484,7 +466,7 @@ fn random_kids_cause_at_most_one_fetch_per_interval() {
     for i in 0..100 {
         let auth = format!(
             "Bearer {}",
-            Signer::new(&format!("random-{i}")).token(&host, "demo")
+            token(&TokenSigner::new(&format!("random-{i}")), &host, "demo")
         );
         {
             let mut s = vm.http_stream().unwrap();
@@ -516,7 +498,7 @@ fn random_kids_cause_at_most_one_fetch_per_interval() {
     drop(s);
     // After the interval one more fetch is allowed.
     host.clock().advance(Duration::from_secs(30));
-    let auth = format!("Bearer {}", Signer::new("late").token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&TokenSigner::new("late"), &host, "demo"));
     let mut s = vm.http_stream().unwrap();
     assert_eq!(
         s.request_headers(&get("/me", Some(&auth)), true).unwrap(),
@@ -531,7 +513,7 @@ fn random_kids_cause_at_most_one_fetch_per_interval() {
             &mut vm,
             &get(
                 "/me",
-                Some(&format!("Bearer {}", good.token(&host, "demo")))
+                Some(&format!("Bearer {}", token(&good, &host, "demo")))
             )
         )
         .action,
@@ -542,12 +524,12 @@ fn random_kids_cause_at_most_one_fetch_per_interval() {
 #[test]
 fn endpoint_down_or_bad_document_keeps_the_last_good_keys() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = ready(&host, &jwks(&[&s]));
     // Periodic refresh after 300 s: the endpoint fails.
     vm.run_for(Duration::from_secs(301)).unwrap();
     assert_eq!(answer_jwks(&mut vm, 503, ""), 1);
-    let auth = format!("Bearer {}", s.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
     assert_eq!(
         send(&mut vm, &get("/me", Some(&auth))).action,
         Action::Continue
@@ -564,7 +546,7 @@ fn endpoint_down_or_bad_document_keeps_the_last_good_keys() {
         ),
         1
     );
-    let auth = format!("Bearer {}", s.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
     assert_eq!(
         send(&mut vm, &get("/me", Some(&auth))).action,
         Action::Continue
@@ -605,7 +587,7 @@ fn workers_share_keys_and_fetches_under_ngx_wasm_module_cas_rules() {
 fn workers_share_keys_and_fetches(rules: CasRules) {
     let host = Host::new(&MODULE);
     host.set_cas_rules(rules);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vms: Vec<Vm> = (0..4).map(|_| host.plugin(&config("")).unwrap()).collect();
     for vm in &mut vms {
         vm.tick().unwrap();
@@ -615,7 +597,7 @@ fn workers_share_keys_and_fetches(rules: CasRules) {
     for vm in &mut vms {
         answer_jwks(vm, 200, &jwks(&[&s]));
     }
-    let auth = format!("Bearer {}", s.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
     for vm in &mut vms {
         // Keys come from shared data, whether or not this VM ticked since.
         assert_eq!(send(vm, &get("/me", Some(&auth))).action, Action::Continue);
@@ -628,11 +610,11 @@ fn workers_share_keys_and_fetches(rules: CasRules) {
     assert_eq!(vms.iter().map(|vm| vm.callouts().len()).sum::<usize>(), 1);
     // The refreshed document replaces the stored one (an overwrite, which ngx_wasm_module only
     // takes as a compare-and-swap), and every VM then accepts the new key.
-    let s2 = Signer::new("k2");
+    let s2 = TokenSigner::new("k2");
     for vm in &mut vms {
         answer_jwks(vm, 200, &jwks(&[&s, &s2]));
     }
-    let auth2 = format!("Bearer {}", s2.token(&host, "demo"));
+    let auth2 = format!("Bearer {}", token(&s2, &host, "demo"));
     for vm in &mut vms {
         vm.tick().unwrap();
         assert_eq!(send(vm, &get("/me", Some(&auth2))).action, Action::Continue);
@@ -642,12 +624,12 @@ fn workers_share_keys_and_fetches(rules: CasRules) {
 #[test]
 fn a_vm_without_the_fetch_resumes_paused_requests_when_another_fetched() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut a = host.plugin(&config("")).unwrap();
     let mut b = host.plugin(&config("")).unwrap();
     a.tick().unwrap();
     assert_eq!(a.callouts().len(), 1);
-    let auth = format!("Bearer {}", s.token(&host, "demo"));
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
     let mut stream = b.http_stream().unwrap();
     assert_eq!(
         stream
@@ -669,7 +651,7 @@ fn a_vm_without_the_fetch_resumes_paused_requests_when_another_fetched() {
 #[test]
 fn inline_keys_and_hmac_secrets() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let secret = [7u8; 32];
     let cfg = format!(
         r#"{{"issuer": "{ISSUER}", "audiences": ["{AUDIENCE}"], "jwks": {{"inline": {}}},
@@ -683,7 +665,7 @@ fn inline_keys_and_hmac_secrets() {
     assert!(vm.callouts().is_empty(), "inline keys need no fetch");
     let a = send(
         &mut vm,
-        &get("/x", Some(&format!("Bearer {}", s.token(&host, "demo")))),
+        &get("/x", Some(&format!("Bearer {}", token(&s, &host, "demo")))),
     );
     assert_eq!(a.action, Action::Continue);
     assert_eq!(header(&a, "authorization"), None, "stripped as configured");
@@ -709,9 +691,9 @@ fn inline_keys_and_hmac_secrets() {
 #[test]
 fn malformed_corpus_never_crashes_and_is_always_400_or_401() {
     let host = Host::new(&MODULE);
-    let s = Signer::new("k1");
+    let s = TokenSigner::new("k1");
     let mut vm = ready(&host, &jwks(&[&s]));
-    let good = s.token(&host, "demo");
+    let good = token(&s, &host, "demo");
     let b64 = |v: &[u8]| Base64UrlSafeNoPadding::encode_to_string(v).unwrap();
     let parts: Vec<&str> = good.split('.').collect();
     let mut corpus: Vec<String> = Vec::new();
@@ -736,7 +718,7 @@ fn malformed_corpus_never_crashes_and_is_always_400_or_401() {
         }
     }
     // alg none, HS256 signed with the public key, unknown algs, broken headers.
-    let public = s.key.public_key().to_bytes();
+    let public = s.public_key();
     for alg in [
         "none", "None", "HS256", "HS512", "RS256", "ES256", "PS256", "EdDSA ", "",
     ] {
@@ -775,7 +757,7 @@ fn malformed_corpus_never_crashes_and_is_always_400_or_401() {
     ] {
         let mut c = claims(&host, "demo");
         c[k] = v;
-        corpus.push(format!("Bearer {}", s.sign(c)));
+        corpus.push(format!("Bearer {}", sign(&s, c)));
     }
     // Deeply nested JSON in the header and in the claims.
     let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));

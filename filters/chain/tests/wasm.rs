@@ -10,10 +10,9 @@
 
 use std::sync::LazyLock;
 
-use jwt_simple::prelude::*;
 use serde_json::{Value, json};
 use wasmgate_harness::{
-    Action, CallResponse, Crossings, FilterModule, Host, LogLevel, Vm, filter_wasm,
+    Action, CallResponse, Crossings, FilterModule, Host, LogLevel, TokenSigner, Vm, filter_wasm,
 };
 
 static CHAIN: LazyLock<FilterModule> =
@@ -56,33 +55,24 @@ fn chain_config(limit: u32) -> String {
     .to_string()
 }
 
-struct Signer(Ed25519KeyPair);
+/// The key the chain's bearer-auth stage trusts (`k1`), and its tokens.
+struct Signer(TokenSigner);
 
 impl Signer {
     fn new() -> Self {
-        Self(Ed25519KeyPair::generate().with_key_id("k1"))
+        Self(TokenSigner::new("k1"))
     }
 
     fn jwks(&self) -> String {
-        let x = Base64UrlSafeNoPadding::encode_to_string(self.0.public_key().to_bytes()).unwrap();
-        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": x, "alg": "EdDSA"}]})
-            .to_string()
+        self.0.jwks().unwrap()
     }
 
+    /// `Bearer <token>` for client `123` with scope `demo`, issued at the host's `now`.
     fn bearer(&self, host: &Host) -> String {
         let now = host.clock().unix_seconds();
         let claims = json!({"iss": ISSUER, "sub": "bob", "aud": AUDIENCE, "client_id": "123",
                             "scope": "demo", "iat": now, "exp": now + 300});
-        let Value::Object(map) = claims else { panic!() };
-        let mut c = Claims::with_custom_claims(map, jwt_simple::prelude::Duration::from_secs(1));
-        c.issued_at = None;
-        c.expires_at = None;
-        c.invalid_before = None;
-        let opts = HeaderOptions {
-            signature_type: Some("at+jwt".into()),
-            ..Default::default()
-        };
-        format!("Bearer {}", self.0.sign_with_options(c, &opts).unwrap())
+        format!("Bearer {}", self.0.access_token(claims).unwrap())
     }
 }
 

@@ -57,6 +57,10 @@ pub enum Error {
     /// Building a filter's `.wasm` with cargo failed.
     #[error("cannot build the wasm of `{package}`: {reason}")]
     Build { package: String, reason: String },
+
+    /// A test token could not be made (`TokenSigner`).
+    #[error("cannot sign the test token: {0}")]
+    Signing(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,11 +13,10 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use jwt_simple::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use wasmgate_harness::{
-    Action, CallResponse, Clock, FilterModule, Headers, Host, HttpStream, LocalResponse, Vm,
-    filter_wasm, workspace_root,
+    Action, CallResponse, Clock, FilterModule, Headers, Host, HttpStream, LocalResponse,
+    TokenSigner, Vm, filter_wasm, workspace_root,
 };
 
 fn module(package: &str) -> FilterModule {
@@ -55,42 +54,26 @@ fn bearer_config() -> String {
     .to_string()
 }
 
-struct Signer(Ed25519KeyPair);
+/// The key bearer-auth trusts (`k1`), and its tokens.
+struct Signer(TokenSigner);
 
 impl Signer {
     fn new() -> Self {
-        Self(Ed25519KeyPair::generate().with_key_id("k1"))
+        Self(TokenSigner::new("k1"))
     }
 
     fn jwks(&self) -> String {
-        let x = Base64UrlSafeNoPadding::encode_to_string(self.0.public_key().to_bytes()).unwrap();
-        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": x,
-                          "alg": "EdDSA", "use": "sig"}]})
-        .to_string()
+        self.0.jwks().unwrap()
     }
 
     /// An RFC 9068 access token for `client_id`, issued now, valid five minutes.
     fn token(&self, clock: &Clock, client_id: &str) -> String {
         let now = clock.unix_seconds();
-        let Value::Object(map) = json!({
+        let claims = json!({
             "iss": PUBLIC_URL, "sub": "bob", "aud": "wasmgate-api", "client_id": client_id,
             "scope": "demo", "iat": now, "exp": now + 300, "jti": format!("j-{now}-{client_id}")
-        }) else {
-            unreachable!()
-        };
-        let mut claims =
-            Claims::with_custom_claims(map, jwt_simple::prelude::Duration::from_secs(1));
-        claims.issued_at = None;
-        claims.expires_at = None;
-        claims.invalid_before = None;
-        let header = HeaderOptions {
-            signature_type: Some("at+jwt".into()),
-            ..Default::default()
-        };
-        format!(
-            "Bearer {}",
-            self.0.sign_with_options(claims, &header).unwrap()
-        )
+        });
+        format!("Bearer {}", self.0.access_token(claims).unwrap())
     }
 }
 
