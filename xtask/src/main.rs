@@ -138,6 +138,7 @@ fn up(chain: bool) -> Result<()> {
              \x20 gateway (HTTPS)   {https}/\n\
              \x20 HTTP → HTTPS      http://localhost:{http}/\n\
              \x20 Envoy admin       {admin}/ (loopback only)\n\
+             \x20 filters           {filters}\n\
              \x20 notes API         {notes} (direct, for debugging)\n\
              \x20 authz-service     {authz} (direct, for debugging)\n\
              \x20 dev CA            {ca}\n\
@@ -152,6 +153,11 @@ fn up(chain: bool) -> Result<()> {
             authz = e.authz.url(),
             ca = stack.certs.ca_cert.display(),
             logs = stack.run_dir.display(),
+            filters = if chain {
+                "bearer-auth, rate-limit, route-rewrite as the stages of chain.wasm"
+            } else {
+                "bearer-auth, rate-limit, route-rewrite (three wasm filters)"
+            },
         );
         tokio::select! {
             _ = tokio::signal::ctrl_c() => println!("\nstopping…"),
