@@ -264,4 +264,41 @@ mod tests {
         assert_eq!(strip_query_token("/x?access_token=t"), "/x");
         assert_eq!(strip_query_token("/x"), "/x");
     }
+
+    /// Generated header values and paths (proptest): whatever a client sends, the answer is a
+    /// refusal or a well-formed token, and every well-formed bearer token is found.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_request_gives_a_refusal_or_a_b64token(
+                authorization in proptest::option::of(vec(any::<u8>(), 0..48)),
+                path in "(?s).{0,24}",
+                allow_query in any::<bool>(),
+            ) {
+                if let Ok(Some(found)) = extract(authorization.as_deref(), &path, allow_query) {
+                    prop_assert!(is_b64token(found.token()), "{:?}", found);
+                }
+            }
+
+            #[test]
+            fn a_bearer_b64token_is_found_as_sent(
+                scheme in "[bB][eE][aA][rR][eE][rR]",
+                before in "[ \t]{0,2}",
+                between in "[ \t]{1,3}",
+                after in "[ \t]{0,2}",
+                token in "[A-Za-z0-9._~+/-]{1,40}={0,2}",
+            ) {
+                let raw = format!("{before}{scheme}{between}{token}{after}");
+                prop_assert_eq!(
+                    extract(Some(raw.as_bytes()), "/api/notes", false),
+                    Ok(Some(Found::Header(token)))
+                );
+            }
+        }
+    }
 }

@@ -300,4 +300,75 @@ mod tests {
         assert_eq!(s.get("authorization"), Some(vec![0xff, b'a']));
         assert_eq!(s.get_text("authorization").as_deref(), Some("\u{fffd}a"));
     }
+
+    /// Properties over generated headers (proptest): the decoder takes any bytes, and a copy
+    /// kept in step with writes reads like the host's map would.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// Names from a small alphabet, so that repeats and case variants are common.
+        fn name() -> impl Strategy<Value = String> {
+            "[aAbB:-]{1,3}"
+        }
+
+        /// Any text, NUL and non-ASCII included.
+        fn value() -> impl Strategy<Value = String> {
+            "(?s).{0,6}"
+        }
+
+        fn snapshot_of(pairs: &[(String, String)]) -> HeaderSnapshot {
+            let refs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            HeaderSnapshot::decode(encode(&refs))
+        }
+
+        /// What `get` must say for `name`: every value of that name, in order, joined by `,`.
+        fn joined(pairs: &[(String, String)], name: &str) -> Option<String> {
+            let values: Vec<&str> = pairs
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_without_panicking(bytes in vec(any::<u8>(), 0..200)) {
+                let snapshot = HeaderSnapshot::decode(bytes);
+                for name in snapshot.names_starting_with("") {
+                    prop_assert!(snapshot.contains(&name));
+                }
+            }
+
+            #[test]
+            fn encoded_headers_read_back(pairs in vec((name(), value()), 0..8)) {
+                let snapshot = snapshot_of(&pairs);
+                for (name, _) in &pairs {
+                    prop_assert_eq!(snapshot.get_text(name), joined(&pairs, name));
+                }
+                prop_assert_eq!(snapshot.names_starting_with("").len(), pairs.len());
+            }
+
+            #[test]
+            fn a_write_reads_back_and_leaves_the_other_headers(
+                pairs in vec((name(), value()), 0..8),
+                target in name(),
+                new in proptest::option::of(value()),
+            ) {
+                let mut snapshot = snapshot_of(&pairs);
+                snapshot.set(&target, new.as_deref());
+                prop_assert_eq!(snapshot.get_text(&target), new.clone());
+                prop_assert!(snapshot.already(&target, new.as_deref()));
+                for (name, _) in pairs.iter().filter(|(n, _)| !n.eq_ignore_ascii_case(&target)) {
+                    prop_assert_eq!(snapshot.get_text(name), joined(&pairs, name));
+                }
+            }
+        }
+    }
 }

@@ -165,4 +165,90 @@ mod tests {
             assert_eq!(LiteralPattern::parse(pattern), None, "{pattern}");
         }
     }
+
+    /// Generated patterns and subjects (proptest): whenever a pattern parses as a literal shape,
+    /// the regex engine accepts it too and finds exactly the same matches and groups.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// Pieces of patterns: literal text, escapes (known and unknown), the `(.*)` group and
+        /// the metacharacters that must keep a pattern away from the fast path.
+        fn pattern() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/"),
+                Just("api"),
+                Just("a"),
+                Just("-"),
+                Just("_"),
+                Just(":"),
+                Just(r"\."),
+                Just(r"\/"),
+                Just(r"\-"),
+                Just(r"\q"),
+                Just(r"\d"),
+                Just("."),
+                Just("(.*)"),
+                Just("(.+)"),
+                Just("*"),
+                Just("("),
+                Just(")"),
+                Just("$"),
+                Just("^"),
+                Just("|"),
+                Just("[a]"),
+                Just(" "),
+                Just("#"),
+                Just("é"),
+            ];
+            (any::<bool>(), vec(piece, 0..6)).prop_map(|(anchored, pieces)| {
+                let body: String = pieces.concat();
+                if anchored { format!("^{body}") } else { body }
+            })
+        }
+
+        fn subject() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/"),
+                Just("api"),
+                Just("API"),
+                Just("a"),
+                Just("."),
+                Just("-"),
+                Just("_"),
+                Just(":"),
+                Just("\n"),
+                Just("é"),
+                Just("x"),
+                Just("?q=1"),
+            ];
+            vec(piece, 0..6).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn literal_shapes_match_what_the_regex_matches(
+                pattern in pattern(),
+                subjects in vec(subject(), 1..6),
+            ) {
+                let Some(literal) = LiteralPattern::parse(&pattern) else {
+                    return Ok(());
+                };
+                prop_assert!(
+                    Regex::new(&pattern).is_ok(),
+                    "{} has a literal form but is not a regex", pattern
+                );
+                for subject in &subjects {
+                    let ours = literal
+                        .groups(subject)
+                        .map(|g| g.into_iter().map(String::from).collect::<Vec<_>>());
+                    prop_assert_eq!(&ours, &by_regex(&pattern, subject), "{} on {:?}", pattern, subject);
+                    prop_assert_eq!(literal.is_match(subject), ours.is_some());
+                }
+            }
+        }
+    }
 }
