@@ -361,4 +361,90 @@ mod tests {
         b.refill(&r, 0);
         assert_eq!(b.remaining(&r), 5);
     }
+
+    /// Generated rates and request times (proptest): the bucket never lets through more than a
+    /// token bucket may, lets through every request it can, and takes any stored state.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        fn rate() -> impl Strategy<Value = Rate> {
+            (0..50u64, 1..5_000_000_000u64, 0..50u64).prop_map(|(limit, interval_ns, burst)| Rate {
+                limit,
+                interval_ns,
+                burst,
+            })
+        }
+
+        /// Request times: steps forward from a start, as one worker's clock gives them.
+        fn times() -> impl Strategy<Value = Vec<u64>> {
+            (0..u64::MAX / 2, vec(0..2_000_000_000u64, 1..200)).prop_map(|(start, steps)| {
+                steps
+                    .iter()
+                    .scan(start, |now, step| {
+                        *now += step;
+                        Some(*now)
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn never_more_than_the_burst_plus_what_the_elapsed_time_earned(
+                rate in rate(),
+                times in times(),
+            ) {
+                let (first, last) = (times[0], times[times.len() - 1]);
+                let mut bucket = rate.full_bucket(first);
+                let mut admitted: u128 = 0;
+                for &now in &times {
+                    bucket.refill(&rate, now);
+                    if bucket.try_take(&rate) {
+                        admitted += 1;
+                    }
+                }
+                let earned = u128::from(last - first) * u128::from(rate.limit)
+                    / u128::from(rate.interval_ns);
+                prop_assert!(admitted <= u128::from(rate.burst) + earned,
+                    "{admitted} admitted, burst {} + earned {earned}", rate.burst);
+            }
+
+            #[test]
+            fn a_request_is_refused_only_when_no_whole_token_is_left(
+                rate in rate(),
+                times in times(),
+            ) {
+                let mut bucket = rate.full_bucket(times[0]);
+                for &now in &times {
+                    bucket.refill(&rate, now);
+                    let before = bucket.remaining(&rate);
+                    let taken = bucket.try_take(&rate);
+                    prop_assert_eq!(taken, before > 0 && rate.burst > 0);
+                    if taken {
+                        prop_assert_eq!(bucket.remaining(&rate), before - 1);
+                    }
+                }
+            }
+
+            #[test]
+            fn any_stored_state_and_time_is_handled(
+                rate in rate(),
+                units in any::<u128>(),
+                last_ns in any::<u64>(),
+                now in any::<u64>(),
+            ) {
+                let mut bucket = Bucket { units, last_ns };
+                bucket.refill(&rate, now);
+                prop_assert!(bucket.units <= rate.capacity());
+                let _ = bucket.try_take(&rate);
+                bucket.give_back(&rate);
+                prop_assert!(bucket.units <= rate.capacity());
+                let _ = (bucket.ns_until_token(&rate), bucket.ns_until_full(&rate));
+                let _ = bucket.full_at(&rate);
+            }
+        }
+    }
 }
