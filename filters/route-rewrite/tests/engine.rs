@@ -434,3 +434,84 @@ fn the_stack_configuration_loads_and_routes_api_to_notes_api() {
     assert_eq!(rewrite(&e).upstream.as_deref(), Some("notes_api"));
     assert_eq!(path(&e), Some("/api/notes"));
 }
+
+/// Generated rules and requests (proptest): any text in `rule` is either refused at load with a
+/// reason or compiled, and a compiled rule set evaluates any request without failing.
+#[cfg(not(target_arch = "wasm32"))]
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Rules put together from the language's own pieces, so that many of them are valid.
+    fn rule_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("^"),
+            Just("/api/"),
+            Just("(.*)"),
+            Just("$"),
+            Just(" "),
+            Just(" "),
+            Just("-"),
+            Just("$1"),
+            Just("$2"),
+            Just("/new/$1"),
+            Just("http://localhost:3002/api/$1"),
+            Just("%{HTTP_HOST}"),
+            Just("%{REQUEST_URI}"),
+            Just("%{QUERY_STRING}"),
+            Just("%{"),
+            Just("[R=301,L]"),
+            Just("[P]"),
+            Just("[F]"),
+            Just("[G]"),
+            Just("[NC]"),
+            Just("[QSA]"),
+            Just("[L,R=999]"),
+            Just("\""),
+            Just("\\"),
+            Just("["),
+            Just("]"),
+            Just("!"),
+            Just("x"),
+            Just("(?"),
+            Just("*"),
+            Just("é"),
+        ];
+        vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/"),
+            Just("api"),
+            Just("API"),
+            Just("x"),
+            Just("?a=1"),
+            Just("&b=%20"),
+            Just("%2F"),
+            Just(".."),
+            Just("é"),
+            Just("#f"),
+        ];
+        vec(piece, 0..6).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn any_rule_loads_or_is_refused_and_any_request_evaluates(
+            texts in vec(rule_text(), 1..4),
+            paths in vec(path(), 1..4),
+        ) {
+            let rules: Vec<_> = texts.iter().map(|t| json!({"rule": t})).collect();
+            let config = json!({"rules": rules, "upstreams": {"localhost:3002": "notes_api"}});
+            let Ok(set) = load(config.to_string().as_bytes()) else {
+                return Ok(());
+            };
+            for path in &paths {
+                let _ = set.evaluate(&request("GET", path, &[("x-h", "v")]));
+            }
+        }
+    }
+}
