@@ -5,7 +5,8 @@
 //! turns certificate checks off).
 //!
 //! Home → "Sign in" → login as bob → Allow → callback with the token → "Call /api/notes" shows
-//! the notes; then the Deny path. A screenshot of each page goes to
+//! the notes; then the Deny path. Once with the gateway's three filters, once with the
+//! one-module chain in their place. A screenshot of each page goes to
 //! `.run/<run>/screenshots/`. Needs `chromium`, `chromium-driver` and `libnss3-tools`.
 
 // Test code states its expectations bluntly; the no-panic rule is for filter and service code.
@@ -371,18 +372,14 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The whole walk-through, bounded: a browser that hangs fails the test (and its drop stops the
+/// Each walk-through, bounded: a browser that hangs fails the test (and its drop stops the
 /// stack and the browser) instead of holding CI until its own time-out.
 const WHOLE_TEST: Duration = Duration::from_secs(300);
 
+/// The walk-through twice, one stack after the other: the gateway's three filters, then the same
+/// filters as the stages of the one-module chain (`cargo xtask up --chain`).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_in_a_real_browser() {
-    tokio::time::timeout(WHOLE_TEST, walk_through_the_demo())
-        .await
-        .unwrap_or_else(|_| panic!("the browser walk-through took over {WHOLE_TEST:?}"));
-}
-
-async fn walk_through_the_demo() {
     // The demo client exchanges the code at the gateway's token endpoint over HTTPS, so it must
     // trust the dev CA too. It reads DEMO_CA_CERT, inherited from here until the stack passes it.
     if std::env::var_os("DEMO_CA_CERT").is_none() {
@@ -391,9 +388,19 @@ async fn walk_through_the_demo() {
         // environment (the stack's processes are spawned after).
         unsafe { std::env::set_var("DEMO_CA_CERT", ca) };
     }
-    let mut stack = Stack::start(StackOptions::for_test("browser"))
-        .await
-        .unwrap();
+    for options in [
+        StackOptions::for_test("browser"),
+        StackOptions::for_test("browser-chain").one_module(),
+    ] {
+        let name = options.run_name.clone();
+        tokio::time::timeout(WHOLE_TEST, walk_through_the_demo(options))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the walk-through took over {WHOLE_TEST:?}"));
+    }
+}
+
+async fn walk_through_the_demo(options: StackOptions) {
+    let mut stack = Stack::start(options).await.unwrap();
     let origin = stack.https_url("");
     let shots = stack.run_dir.join("screenshots");
     let work = stack.run_dir.join("browser");
