@@ -249,4 +249,5 @@ fn identity(
 }
 
 #[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
 mod tests;

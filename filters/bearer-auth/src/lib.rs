@@ -19,7 +19,9 @@ pub mod policy;
 pub mod refresh;
 pub mod verify;
 
+// Unit tests run on the host only: their keys come from the harness, which wasmtime keeps off wasm.
 #[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
 pub mod testkit;
 
 /// The name in log lines and metric names.

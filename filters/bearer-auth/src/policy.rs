@@ -50,6 +50,7 @@ impl Rules {
 }
 
 #[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
 mod tests {
     use super::*;
     use crate::testkit::config;

@@ -427,4 +427,5 @@ fn is_header_safe(value: &str) -> bool {
 }
 
 #[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
 mod tests;

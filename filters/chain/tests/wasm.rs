@@ -6,6 +6,7 @@
 //! Set `WASMGATE_WASM_DIR` to a directory holding the `.wasm` files to test prebuilt ones;
 //! otherwise the harness builds them.
 
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::LazyLock;
