@@ -8,7 +8,8 @@ WORKDIR /src
 COPY . .
 RUN cargo build --locked --release -p authz-service -p wasmgate-demo -p xtask \
  && cargo build --locked --target wasm32-wasip1 --profile wasm \
-      -p bearer-auth -p rate-limit -p route-rewrite
+      -p bearer-auth -p rate-limit -p route-rewrite \
+ && cargo build --locked --target wasm32-wasip1 --profile wasm-chain -p chain
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -35,5 +36,6 @@ FROM runtime AS setup
 COPY --from=build /src/target/release/xtask /usr/local/bin/wasmgate-xtask
 COPY --from=build /src/target/wasm32-wasip1/wasm/bearer_auth.wasm \
                   /src/target/wasm32-wasip1/wasm/rate_limit.wasm \
-                  /src/target/wasm32-wasip1/wasm/route_rewrite.wasm /opt/wasmgate/filters/
+                  /src/target/wasm32-wasip1/wasm/route_rewrite.wasm \
+                  /src/target/wasm32-wasip1/wasm-chain/chain.wasm /opt/wasmgate/filters/
 ENTRYPOINT ["sh", "-c", "cp /opt/wasmgate/filters/*.wasm /filters/ && wasmgate-xtask certs --dir /certs"]

@@ -85,8 +85,14 @@ fn make_certs(dir: Option<&std::path::Path>) -> Result<()> {
 
 fn render() -> Result<()> {
     let changed = compose::write_rendered()?;
-    let state = if changed { "written" } else { "unchanged" };
-    println!("{}: {state}", compose::rendered_path().display());
+    for path in [compose::rendered_path(), compose::rendered_chain_path()] {
+        let state = if changed.contains(&path) {
+            "written"
+        } else {
+            "unchanged"
+        };
+        println!("{}: {state}", path.display());
+    }
     build_filters()?;
     oci::package_all()?;
     let files = deploy::render_all(&deploy::digests_from_layouts()?)?;

@@ -1,20 +1,29 @@
 //! docker-compose cannot run here (no Docker engine), so the compose file is checked statically:
 //! `docker-compose config` accepts it, everything it builds or mounts exists, and Envoy gets the
-//! config rendered from the one template.
+//! config rendered from the one template; with the `docker-compose.chain.yml` override, it gets
+//! the same config with the one-module chain, and the images carry `chain.wasm`.
 // Test code states its expectations bluntly; the no-panic rule is for filter and service code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml::Value;
-use xtask::compose::{render_for_compose, rendered_path};
+use xtask::compose::{
+    render_chain_for_compose, render_for_compose, rendered_chain_path, rendered_path,
+};
 use xtask::envoy::ENVOY_VERSION;
-use xtask::paths::{FILTERS, root};
+use xtask::paths::{CHAIN, FILTERS, root};
 
 fn compose_config() -> Value {
+    compose_config_of(&["docker-compose.yml"])
+}
+
+/// `docker-compose config` of `files`, merged in order as `-f` merges them.
+fn compose_config_of(files: &[&str]) -> Value {
     let output = Command::new("docker-compose")
-        .args(["-f", "docker-compose.yml", "config"])
+        .args(files.iter().flat_map(|f| ["-f", f]))
+        .arg("config")
         .current_dir(root())
         .output()
         .expect("docker-compose (Debian package docker-compose) must be installed: `cargo xtask test` installs it");
@@ -60,14 +69,19 @@ fn bind_sources(service: &Value) -> Vec<(PathBuf, String)> {
         .unwrap_or_default()
 }
 
+/// The committed file at `path` is what the renderer makes now.
+fn assert_fresh(path: &Path, rendered: &str) {
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == rendered,
+        "{} is stale: run `cargo xtask render` and commit it",
+        path.display()
+    );
+}
+
 #[test]
 fn envoy_gets_the_rendered_config_and_it_is_up_to_date() {
-    let committed = std::fs::read_to_string(rendered_path()).unwrap();
-    assert!(
-        committed == render_for_compose().unwrap(),
-        "{} is stale: run `cargo xtask render` and commit it",
-        rendered_path().display()
-    );
+    assert_fresh(&rendered_path(), &render_for_compose().unwrap());
     let config = compose_config();
     let envoy = service(&config, "envoy");
     let mounts = bind_sources(envoy);
@@ -82,6 +96,24 @@ fn envoy_gets_the_rendered_config_and_it_is_up_to_date() {
         Some(format!("envoyproxy/envoy:v{ENVOY_VERSION}").as_str()),
         "the official Envoy image of the version we test against"
     );
+}
+
+#[test]
+fn the_chain_override_gives_envoy_the_chain_config_and_it_is_up_to_date() {
+    assert_fresh(&rendered_chain_path(), &render_chain_for_compose().unwrap());
+    let config = compose_config_of(&["docker-compose.yml", "docker-compose.chain.yml"]);
+    let mounts = bind_sources(service(&config, "envoy"));
+    let at_config: Vec<&PathBuf> = mounts
+        .iter()
+        .filter(|(_, target)| target == "/etc/envoy/envoy.yaml")
+        .map(|(source, _)| source)
+        .collect();
+    assert_eq!(at_config, [&rendered_chain_path()], "{mounts:?}");
+    // Everything else is the base file's.
+    let base = compose_config();
+    for name in ["setup", "authz", "notes-api", "demo-client"] {
+        assert_eq!(service(&config, name), service(&base, name), "{name}");
+    }
 }
 
 #[test]
@@ -131,6 +163,11 @@ fn the_images_contain_what_the_envoy_config_loads() {
             "{package} is not built"
         );
     }
+    let chain_config = render_chain_for_compose().unwrap();
+    let (package, stem) = CHAIN;
+    assert!(chain_config.contains(&format!("/etc/wasmgate/filters/{stem}.wasm")));
+    assert!(dockerfile.contains(&format!("wasm-chain/{stem}.wasm")));
+    assert!(dockerfile.contains(&format!("--profile wasm-chain -p {package}")));
     for binary in ["authz-service", "wasmgate-demo", "xtask"] {
         assert!(
             dockerfile.contains(&format!("target/release/{binary}")),
