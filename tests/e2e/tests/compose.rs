@@ -1,7 +1,8 @@
 //! docker-compose cannot run here (no Docker engine), so the compose file is checked statically:
 //! `docker-compose config` accepts it, everything it builds or mounts exists, and Envoy gets the
 //! config rendered from the one template; with the `docker-compose.chain.yml` override, it gets
-//! the same config with the one-module chain, and the images carry `chain.wasm`.
+//! the same config with the one-module chain, and the images carry `chain.wasm`. Envoy itself
+//! validates both configs, filters and their configurations included.
 // Test code states its expectations bluntly; the no-panic rule is for filter and service code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,8 +13,8 @@ use serde_yaml::Value;
 use xtask::compose::{
     render_chain_for_compose, render_for_compose, rendered_chain_path, rendered_path,
 };
-use xtask::envoy::ENVOY_VERSION;
-use xtask::paths::{CHAIN, FILTERS, root};
+use xtask::envoy::{ENVOY_VERSION, envoy_binary};
+use xtask::paths::{CHAIN, FILTERS, root, run_dir, wasm_dir};
 
 fn compose_config() -> Value {
     compose_config_of(&["docker-compose.yml"])
@@ -206,5 +207,54 @@ fn only_the_gateway_ports_are_published() {
             Vec::new()
         };
         assert_eq!(ports, expected, "published ports of {name:?}");
+    }
+}
+
+/// `envoy --mode validate` on `config` (the container's paths pointed at this checkout's filters
+/// and certificates); validation also creates the wasm plugins and runs their configuration.
+fn envoy_validates(name: &str, config: &str) -> (bool, String) {
+    let (certs, _) = xtask::certs::ensure(&xtask::paths::certs_dir()).unwrap();
+    let certs_dir = certs.ca_cert.parent().unwrap().display().to_string();
+    let local = config
+        .replace("/etc/wasmgate/filters", &wasm_dir().display().to_string())
+        .replace("/etc/wasmgate/certs", &certs_dir);
+    let dir = run_dir().join(format!("test-compose-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, local).unwrap();
+    let out = Command::new(envoy_binary())
+        .args(["--mode", "validate", "--log-level", "error", "-c"])
+        .arg(&path)
+        .output()
+        .expect("Envoy must be installed: `cargo xtask test` installs it");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn envoy_accepts_both_configs_docker_compose_mounts() {
+    for (name, config) in [
+        ("three-filters", render_for_compose().unwrap()),
+        ("chain", render_chain_for_compose().unwrap()),
+    ] {
+        let (ok, output) = envoy_validates(name, &config);
+        assert!(ok && output.contains(" OK"), "{name}: {output}");
+        // The check can fail: a filter section the filter refuses fails validation.
+        // The JSON sits in a YAML string, its quotes escaped or not depending on the quoting.
+        let broken = [
+            (r#""limit":100"#, r#""limit":-1"#),
+            (r#"\"limit\":100"#, r#"\"limit\":-1"#),
+        ]
+        .iter()
+        .map(|(from, to)| config.replacen(from, to, 1))
+        .find(|changed| *changed != config)
+        .unwrap_or_else(|| panic!("{name}: no rate limit to break"));
+        let (ok, output) = envoy_validates(&format!("{name}-broken"), &broken);
+        assert!(!ok, "{name}: a limit of -1 was accepted: {output}");
+        assert!(output.contains("policies[0].limit"), "{name}: {output}");
     }
 }
