@@ -103,37 +103,25 @@ async fn a_request_passes_every_stage(stack: &Stack, token: &str) {
             .get(name)
             .map(|v| v.to_str().unwrap().to_owned())
     };
-    // bearer-auth: the token's client, not the spoofed one.
-    assert_eq!(
-        header("x-demo-received-auth-client-id").as_deref(),
-        Some("123")
-    );
-    assert_eq!(
-        header("x-demo-received-auth-scope").as_deref(),
-        Some("demo")
-    );
-    // route-rewrite: the [P] rule's target, whatever upstream the client asked for.
-    assert_eq!(
-        header("x-demo-received-path").as_deref(),
-        Some("/api/notes?probe=chain")
-    );
-    assert_eq!(
-        header("x-demo-received-host").as_deref(),
-        Some("localhost:3002")
-    );
-    assert_eq!(
-        header("x-demo-received-wasmgate-original-path").as_deref(),
-        Some("/api/notes?probe=chain")
-    );
-    // rate-limit: keyed on the identity bearer-auth set, one of the limit used.
-    assert_eq!(
-        header("x-ratelimit-limit").as_deref(),
-        Some(LIMIT.to_string().as_str())
-    );
-    assert_eq!(
-        header("x-ratelimit-remaining").as_deref(),
-        Some((LIMIT - 1).to_string().as_str())
-    );
+    let (limit, remaining) = (LIMIT.to_string(), (LIMIT - 1).to_string());
+    let expected = [
+        // bearer-auth: the token's client, not the spoofed one.
+        ("x-demo-received-auth-client-id", "123"),
+        ("x-demo-received-auth-scope", "demo"),
+        // route-rewrite: the [P] rule's target, whatever upstream the client asked for.
+        ("x-demo-received-path", "/api/notes?probe=chain"),
+        ("x-demo-received-host", "localhost:3002"),
+        (
+            "x-demo-received-wasmgate-original-path",
+            "/api/notes?probe=chain",
+        ),
+        // rate-limit: keyed on the identity bearer-auth set, one of the limit used.
+        ("x-ratelimit-limit", limit.as_str()),
+        ("x-ratelimit-remaining", remaining.as_str()),
+    ];
+    for (name, value) in expected {
+        assert_eq!(header(name).as_deref(), Some(value), "{name}");
+    }
     assert!(
         header("ratelimit-policy")
             .unwrap()
