@@ -311,15 +311,17 @@ impl Host {
     }
 }
 
-/// The wasmtime engine. With `WASMGATE_HARNESS_PERFMAP=1` it writes `/tmp/perf-<pid>.map`, so
-/// `perf report` names the filters' functions (build the module with its `name` section, and set
-/// `WASMGATE_HARNESS_NO_CACHE=1` so it is compiled, not loaded from the cache): the way to see
-/// where a filter's own code spends its time, which Envoy's stripped V8 cannot show.
+/// The wasmtime engine. It meters fuel, so [`crate::Vm::wasm_operators`] can count the work a
+/// filter's own code does, exactly and the same on every run. With `WASMGATE_HARNESS_PERFMAP=1`
+/// it writes `/tmp/perf-<pid>.map`, so `perf report` names the filters' functions (build the
+/// module with its `name` section, and set `WASMGATE_HARNESS_NO_CACHE=1` so it is compiled, not
+/// loaded from the cache): the way to see where a filter's own code spends its time, which
+/// Envoy's stripped V8 cannot show.
 fn engine() -> Result<Engine> {
+    let mut config = wasmtime::Config::new();
+    config.consume_fuel(true);
     if std::env::var_os("WASMGATE_HARNESS_PERFMAP").is_some_and(|v| v != "0") {
-        let mut config = wasmtime::Config::new();
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        return Engine::new(&config).map_err(|e| Error::Wasmtime(format!("{e:#}")));
     }
-    Ok(Engine::default())
+    Engine::new(&config).map_err(|e| Error::Wasmtime(format!("{e:#}")))
 }
