@@ -11,7 +11,9 @@ mod b64;
 mod configs;
 mod cpus;
 mod http;
+mod instructions;
 mod measure;
+mod probes;
 mod procstat;
 mod profile;
 mod report;
@@ -35,7 +37,7 @@ use xtask::tools::{ensure_debian_commands, output};
 use configs::{FilterConfigs, SCENARIOS, Scenario, Values, bench_dir};
 use cpus::Plan;
 use measure::{Paced, Settings};
-use report::{AuthzRuns, Report, RunInfo, ScenarioRuns};
+use report::{AuthzRuns, InstructionRuns, Report, RunInfo, ScenarioRuns};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -69,6 +71,10 @@ pub struct BenchArgs {
     /// Also profile these configurations with perf (e.g. `--profile D,C`): profile-<id>.txt.
     #[arg(long, value_delimiter = ',')]
     profile: Vec<String>,
+    /// Also count these configurations' instructions per request under valgrind's callgrind
+    /// (e.g. `--instructions B,C,D1`): exact where the timed rounds are noisy; see BENCHMARKS.md.
+    #[arg(long, value_delimiter = ',')]
+    instructions: Vec<String>,
     /// Where to write latest.json and latest.md [default: bench/results].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -85,6 +91,7 @@ pub struct Options {
     pub connections: u32,
     pub scenarios: Vec<Scenario>,
     pub profile: Vec<Scenario>,
+    pub instructions: Vec<Scenario>,
     pub authz: bool,
     pub build: bool,
     pub bin_dir: PathBuf,
@@ -95,6 +102,9 @@ pub struct Options {
 /// The fixed moderate rate: 10 connections, one request each every 10 ms (≈ 1,000 req/s, a few
 /// percent of what one core serves), so latency is measured without queueing.
 const PACED_CONNECTIONS: u32 = 10;
+/// Counted windows per configuration under callgrind: two, so the report shows the count
+/// repeats.
+const INSTRUCTION_WINDOWS: u32 = 2;
 const PACED_DELAY_MS: u32 = 10;
 
 impl Options {
@@ -133,6 +143,7 @@ impl Options {
             connections: args.connections,
             scenarios,
             profile: find_all(&args.profile)?,
+            instructions: find_all(&args.instructions)?,
             authz: !args.skip_authz,
             build: !args.no_build,
             bin_dir: if args.no_build {
@@ -156,7 +167,11 @@ fn find_all(ids: &[String]) -> Result<Vec<Scenario>> {
     ids.iter()
         .map(|id| {
             configs::find(id).with_context(|| {
-                let ids: Vec<&str> = SCENARIOS.iter().map(|s| s.id).collect();
+                let ids: Vec<&str> = SCENARIOS
+                    .iter()
+                    .map(|s| s.id)
+                    .chain(probes::PROBES.iter().map(|p| p.id))
+                    .collect();
                 format!("unknown configuration `{id}`; known: {}", ids.join(", "))
             })
         })
@@ -208,13 +223,17 @@ fn bin_dir_or_release() -> PathBuf {
     }
 }
 
-/// Installs what the benchmark needs: wrk and nginx from Debian, taskset, Envoy.
-pub fn ensure_tools() -> Result<PathBuf> {
+/// Installs what the benchmark needs: wrk and nginx from Debian, taskset, Envoy; valgrind when
+/// instructions are counted.
+pub fn ensure_tools(counting: bool) -> Result<PathBuf> {
     ensure_debian_commands(&[
         ("wrk", "wrk"),
         ("nginx", "nginx-light"),
         ("taskset", "util-linux"),
     ])?;
+    if counting {
+        ensure_debian_commands(&[("callgrind_control", "valgrind")])?;
+    }
     ensure_envoy()
 }
 
@@ -223,7 +242,7 @@ pub fn run_with(options: &Options) -> Result<Written> {
     if options.build {
         build(true)?;
     }
-    let envoy_wrapper = ensure_tools()?;
+    let envoy_wrapper = ensure_tools(!options.instructions.is_empty())?;
     let envoy = measure::real_envoy_binary(&envoy_wrapper);
     let authz_bin = options.bin_dir.join("authz-service");
     if !authz_bin.is_file() {
@@ -280,7 +299,9 @@ pub fn run_with(options: &Options) -> Result<Written> {
         authz_port,
         issuer: issuer.clone(),
         wasm_dir: wasm.clone(),
+        probe_dir: run_dir.join("probes"),
     };
+    probes::write_all(&values.probe_dir)?;
     let mut config_paths = Vec::new();
     for s in &options.scenarios {
         let path = run_dir.join(format!("{}.yaml", s.id));
@@ -334,6 +355,28 @@ pub fn run_with(options: &Options) -> Result<Written> {
             }
             runs.rounds.push(outcome.map_err(|e| format!("{e:#}")));
         }
+    }
+    let mut counts = Vec::new();
+    for s in &options.instructions {
+        let path = run_dir.join(format!("{}.yaml", s.id));
+        fs::write(&path, configs::render(s, &values, &filters)?)?;
+        let counted = instructions::count(s, &path, &settings, &run_dir, INSTRUCTION_WINDOWS);
+        match &counted {
+            Ok(c) => println!(
+                "bench: instructions {:>15}: {} per request",
+                s.id,
+                c.per_request
+                    .iter()
+                    .map(|n| format!("{n:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => eprintln!("bench: instructions of {}: FAILED: {e:#}", s.id),
+        }
+        counts.push(InstructionRuns {
+            scenario: *s,
+            count: counted.map_err(|e| format!("{e:#}")),
+        });
     }
     for s in &options.profile {
         let path = run_dir.join(format!("{}.yaml", s.id));
@@ -419,6 +462,7 @@ pub fn run_with(options: &Options) -> Result<Written> {
     let report = Report {
         info: &info,
         scenarios: &results,
+        instructions: &counts,
         authz: &authz_runs,
     };
     let json = report.json();
@@ -430,8 +474,9 @@ pub fn run_with(options: &Options) -> Result<Written> {
     )?;
     fs::write(options.out_dir.join("latest.md"), &markdown)?;
     // The run's logs and configs are only useful when something failed.
-    let failed =
-        results.iter().any(|r| r.rounds.iter().any(Result::is_err)) || authz_runs.error.is_some();
+    let failed = results.iter().any(|r| r.rounds.iter().any(Result::is_err))
+        || counts.iter().any(|c| c.count.is_err())
+        || authz_runs.error.is_some();
     if !failed {
         let _ = fs::remove_dir_all(&run_dir);
     } else {
@@ -602,20 +647,41 @@ mod tests {
         let ids: Vec<_> = o.scenarios.iter().map(|s| s.id).collect();
         assert_eq!(ids, ["B", "D"]);
         assert!(Options::from_args(&args(&["--only", "Z"])).is_err());
+        // Probes run only when named, with --only or --instructions.
+        assert!(o.scenarios.iter().all(|s| !s.id.starts_with("P-")));
+        let o = Options::from_args(&args(&["--instructions", "B,p-context"])).unwrap();
+        let ids: Vec<_> = o.instructions.iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["B", "P-context"]);
+        assert!(
+            !Options::from_args(&args(&[]))
+                .unwrap()
+                .scenarios
+                .iter()
+                .any(|s| s.id == "P-context")
+        );
         assert!(Options::from_args(&args(&["--rounds", "0"])).is_err());
         assert!(Options::from_args(&args(&["--duration", "0"])).is_err());
     }
 
     /// The smoke mode end to end against the real things (Envoy, nginx, wrk, the authz-service,
-    /// the built filters): a second of load per configuration, one round. It proves the
+    /// the built filters, valgrind): a second of load per configuration, one round. It proves the
     /// benchmark still runs and reports every configuration with error-free load; it checks no
     /// timing.
     #[test]
     fn smoke_run_reports_every_configuration_without_errors() {
         let out = std::env::temp_dir().join(format!("wasmgate-bench-smoke-{}", std::process::id()));
         let out_arg = out.display().to_string();
-        let options =
-            Options::from_args(&args(&["--smoke", "--no-build", "--out", &out_arg])).unwrap();
+        // One probe's instructions are counted too: it runs Envoy, V8 and a wasm module under
+        // valgrind, the whole of that path.
+        let options = Options::from_args(&args(&[
+            "--smoke",
+            "--no-build",
+            "--out",
+            &out_arg,
+            "--instructions",
+            "P-replace-1",
+        ]))
+        .unwrap();
         let written = run_with(&options).unwrap();
         let scenarios = written.json["scenarios"].as_array().unwrap();
         assert_eq!(scenarios.len(), SCENARIOS.len());
@@ -627,6 +693,20 @@ mod tests {
             assert!(r["saturation"]["requests"].as_u64().unwrap() > 0, "{s}");
             assert_eq!(r["saturation"]["errors"], 0, "{s}");
             assert!(r["fixed_rate"]["requests"].as_u64().unwrap() > 0, "{s}");
+        }
+        let counted = &written.json["instructions"][0];
+        assert_eq!(counted["id"], "P-replace-1", "{counted}");
+        assert!(counted["error"].is_null(), "{counted}");
+        assert_eq!(counted["windows"].as_array().unwrap().len(), 2, "{counted}");
+        for (window, requests) in counted["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(counted["requests"].as_array().unwrap())
+        {
+            // Envoy does work for every request: far more than a few thousand instructions.
+            assert!(window.as_f64().unwrap() > 10_000.0, "{counted}");
+            assert!(requests.as_u64().unwrap() > 0, "{counted}");
         }
         let authz = &written.json["authz_service"];
         assert!(authz["error"].is_null(), "{}", authz["error"]);

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use xtask::paths::{envoy_dir, root};
 use xtask::render::substitute;
 
+use crate::bench::probes;
+
 /// Token bucket size and refill per second for both rate limiters: far above anything one core
 /// can serve, so neither ever denies during the benchmark and both still do all their work.
 pub const NEVER_DENYING_LIMIT: u64 = 1_000_000_000;
@@ -105,11 +107,14 @@ pub const SCENARIOS: [Scenario; 12] = [
     ),
 ];
 
+/// A configuration of the full run, or a probe (run only when named).
 pub fn find(id: &str) -> Option<Scenario> {
+    let probe = || probes::find(id).map(|p| scenario(p.id, p.title, "P"));
     SCENARIOS
         .iter()
         .copied()
         .find(|s| s.id.eq_ignore_ascii_case(id))
+        .or_else(probe)
 }
 
 pub fn bench_dir() -> PathBuf {
@@ -126,6 +131,8 @@ pub struct Values {
     /// `iss` of the tokens, the gateway's public URL (`${PUBLIC_URL}` in the filter configs).
     pub issuer: String,
     pub wasm_dir: PathBuf,
+    /// Where the probes' modules are (`bench::probes::write_all`).
+    pub probe_dir: PathBuf,
 }
 
 /// The wasm filters' JSON configs as the benchmark runs them.
@@ -221,7 +228,7 @@ pub fn render(scenario: &Scenario, values: &Values, filters: &FilterConfigs) -> 
     } else {
         "# jwt_authn's default: no token cache"
     };
-    let vars: BTreeMap<String, String> = [
+    let mut vars: BTreeMap<String, String> = [
         ("LISTEN_PORT", values.listen_port.to_string()),
         ("ADMIN_PORT", values.admin_port.to_string()),
         ("UPSTREAM_PORT", values.upstream_port.to_string()),
@@ -247,6 +254,10 @@ pub fn render(scenario: &Scenario, values: &Values, filters: &FilterConfigs) -> 
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(probe) = probes::find(scenario.id) {
+        let wasm = probes::wasm_file(&values.probe_dir, &probe);
+        vars.insert("PROBE_WASM".to_owned(), wasm.display().to_string());
+    }
     substitute(&template, &vars).with_context(|| format!("in {}", template_path.display()))
 }
 
@@ -262,6 +273,7 @@ mod tests {
             authz_port: 10004,
             issuer: "http://127.0.0.1:10001".to_owned(),
             wasm_dir: PathBuf::from("/w"),
+            probe_dir: PathBuf::from("/p"),
         }
     }
 
@@ -287,9 +299,12 @@ mod tests {
         // Envoy checks the .wasm files exist: the built filters (the test command builds them).
         let values = Values {
             wasm_dir: xtask::paths::wasm_dir(),
+            probe_dir: dir.join("probes"),
             ..values()
         };
-        for s in SCENARIOS {
+        probes::write_all(&values.probe_dir).unwrap();
+        let probes = probes::PROBES.iter().filter_map(|p| find(p.id));
+        for s in SCENARIOS.into_iter().chain(probes) {
             let path = dir.join(format!("{}.yaml", s.id));
             fs::write(&path, render(&s, &values, &filters).unwrap()).unwrap();
             let out = std::process::Command::new(&envoy)

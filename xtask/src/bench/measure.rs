@@ -145,7 +145,39 @@ pub fn start_envoy(
     run_dir: &Path,
     label: &str,
 ) -> Result<(ManagedProcess, Duration, PathBuf)> {
-    let mut command = pinned(settings.cpus.server, &settings.envoy);
+    let launch = Launch {
+        under: Vec::new(),
+        first_200_timeout: FIRST_200_TIMEOUT,
+    };
+    start_envoy_with(&launch, scenario, config, settings, run_dir, label)
+}
+
+/// How Envoy is started: on its own, or under a tool that runs it (valgrind), which may take
+/// much longer to serve its first 200.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The tool's command line, Envoy's own follows it (empty: Envoy on its own).
+    pub under: Vec<String>,
+    pub first_200_timeout: Duration,
+}
+
+/// `start_envoy` with the given launch.
+pub fn start_envoy_with(
+    launch: &Launch,
+    scenario: &Scenario,
+    config: &Path,
+    settings: &Settings,
+    run_dir: &Path,
+    label: &str,
+) -> Result<(ManagedProcess, Duration, PathBuf)> {
+    let mut command = match launch.under.split_first() {
+        Some((tool, args)) => {
+            let mut c = pinned(settings.cpus.server, tool);
+            c.args(args).arg(&settings.envoy);
+            c
+        }
+        None => pinned(settings.cpus.server, &settings.envoy),
+    };
     command
         .arg("-c")
         .arg(config)
@@ -154,7 +186,7 @@ pub fn start_envoy(
     let log = run_dir.join(format!("envoy-{label}.log"));
     let started = Instant::now();
     let mut envoy = ManagedProcess::spawn("envoy", command, &log, Echo::Quiet)?;
-    let first_200 = wait_for_200(&mut envoy, settings, started)?;
+    let first_200 = wait_for_200(&mut envoy, settings, started, launch.first_200_timeout)?;
     check_policy(scenario, settings)?;
     let warmup = settings.load(settings.warmup, settings.connections, None);
     wrk::run(&warmup, &settings.wrk_script).context("warm-up")?;
@@ -166,16 +198,23 @@ pub fn saturation_load(settings: &Settings) -> Load {
     settings.load(settings.duration, settings.connections, None)
 }
 
+/// Requests one after the other on one connection, as fast as Envoy answers, for the run's
+/// duration (for the instruction count).
+pub fn one_connection_load(settings: &Settings) -> Load {
+    settings.load(settings.duration, 1, None)
+}
+
 /// Polls with the benchmark's own request until Envoy answers 200; returns the time since spawn.
 fn wait_for_200(
     envoy: &mut ManagedProcess,
     settings: &Settings,
     started: Instant,
+    timeout: Duration,
 ) -> Result<Duration> {
     let auth = format!("Bearer {}", settings.token);
     let headers = [("authorization", auth.as_str())];
     let mut last = String::from("no answer yet");
-    while started.elapsed() < FIRST_200_TIMEOUT {
+    while started.elapsed() < timeout {
         match http::request(
             settings.addr(),
             "GET",
@@ -194,7 +233,7 @@ fn wait_for_200(
         std::thread::sleep(Duration::from_millis(2));
     }
     bail!(
-        "Envoy did not answer 200 within {FIRST_200_TIMEOUT:?} (last: {last}):\n{}",
+        "Envoy did not answer 200 within {timeout:?} (last: {last}):\n{}",
         tail(&envoy.log())
     )
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::bench::configs::Scenario;
+use crate::bench::instructions::Count;
 use crate::bench::measure::Measurement;
 use crate::bench::stats::{Spread, ratio};
 use crate::bench::wrk::Outcome;
@@ -32,6 +33,19 @@ impl ScenarioRuns {
 
     fn p99_ms(&self) -> Option<Spread> {
         self.spread(|m| m.saturation.latency_us.p99 / 1000.0)
+    }
+}
+
+/// One configuration's instruction count under callgrind (an `Err` says why it failed).
+#[derive(Debug, Clone)]
+pub struct InstructionRuns {
+    pub scenario: Scenario,
+    pub count: Result<Count, String>,
+}
+
+impl InstructionRuns {
+    fn per_request(&self) -> Option<Spread> {
+        Spread::of(&self.count.as_ref().ok()?.per_request)
     }
 }
 
@@ -66,6 +80,7 @@ pub struct RunInfo {
 pub struct Report<'a> {
     pub info: &'a RunInfo,
     pub scenarios: &'a [ScenarioRuns],
+    pub instructions: &'a [InstructionRuns],
     pub authz: &'a AuthzRuns,
 }
 
@@ -274,6 +289,7 @@ impl Report<'_> {
             "notes": i.notes,
             "wasm_bytes": i.wasm_sizes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "scenarios": scenarios,
+            "instructions": self.instructions_json(),
             "authz_service": {
                 "first_start_ms": a.first_start_ms,
                 "restart_ms": spread(Spread::of(&a.restart_ms)),
@@ -370,6 +386,7 @@ impl Report<'_> {
         if !errors.is_empty() {
             let _ = writeln!(md, "\nFailed rounds:\n\n{}", errors.join("\n"));
         }
+        self.instructions_markdown(&mut md);
         let a = self.authz;
         let _ = writeln!(md, "\n## authz-service\n");
         if let Some(e) = &a.error {
@@ -429,6 +446,78 @@ impl Report<'_> {
             let _ = writeln!(md, "| {} | {} | {met} |", t.name, t.measured);
         }
         md
+    }
+}
+
+impl Report<'_> {
+    /// The median instruction count per request of `id`, if it was counted.
+    fn instructions_of(&self, id: &str) -> Option<f64> {
+        let runs = self.instructions.iter().find(|r| r.scenario.id == id)?;
+        runs.per_request().map(|s| s.median)
+    }
+
+    /// What `runs` adds over B, and that as a multiple of what C adds: the terms of BENCHMARKS.md's
+    /// "where the time goes".
+    fn over_b_and_c(&self, runs: &InstructionRuns) -> (Option<f64>, Option<f64>) {
+        let b = self.instructions_of("B");
+        let over = |id: &str| Some(self.instructions_of(id)? - b?);
+        let own = over(runs.scenario.id).filter(|_| runs.scenario.id != "B");
+        let of_c = own.zip(over("C")).and_then(|(x, c)| ratio(x, c));
+        (own, of_c)
+    }
+
+    fn instructions_json(&self) -> Value {
+        let runs: Vec<Value> = self
+            .instructions
+            .iter()
+            .map(|r| {
+                let (over_b, of_c) = self.over_b_and_c(r);
+                match &r.count {
+                    Ok(c) => json!({
+                        "id": r.scenario.id,
+                        "per_request": r.per_request().map_or(Value::Null, Spread::to_json),
+                        "over_B": over_b,
+                        "over_B_in_units_of_C": of_c,
+                        "windows": c.per_request,
+                        "requests": c.requests,
+                    }),
+                    Err(e) => json!({ "id": r.scenario.id, "error": e }),
+                }
+            })
+            .collect();
+        Value::Array(runs)
+    }
+
+    fn instructions_markdown(&self, md: &mut String) {
+        if self.instructions.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "\n## Instructions per request\n\nEnvoy under valgrind's callgrind, user space only \
+             (the kernel is left out), one request after the other on one connection; the median of the counted \
+             windows, (min–max) below it. A count, not a time; it does not move with the machine.\n\n\
+             | config | instructions per request | over B | × C's |\n|---|---|---|---|"
+        );
+        for r in self.instructions {
+            let (over_b, of_c) = self.over_b_and_c(r);
+            match &r.count {
+                Ok(_) => {
+                    let _ = writeln!(
+                        md,
+                        "| **{}** {} | {} | {} | {} |",
+                        r.scenario.id,
+                        r.scenario.title,
+                        cell(r.per_request(), 0),
+                        opt(over_b, 0),
+                        opt(of_c, 2)
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(md, "| **{}** | failed: {e} | – | – |", r.scenario.id);
+                }
+            }
+        }
     }
 }
 
@@ -557,6 +646,7 @@ mod tests {
         let r = Report {
             info: &info,
             scenarios: &scenarios,
+            instructions: &[],
             authz: &authz,
         };
         let t = r.targets();
@@ -600,6 +690,7 @@ mod tests {
         let r = Report {
             info: &info,
             scenarios: &scenarios,
+            instructions: &[],
             authz: &authz,
         };
         let md = r.markdown();
@@ -609,5 +700,46 @@ mod tests {
             r.json()["scenarios"][0]["requests_per_second"]["median"],
             json!(10_000.0)
         );
+    }
+
+    #[test]
+    fn instruction_counts_are_given_over_b_and_in_units_of_c() {
+        let counted = |id: &str, windows: &[f64]| InstructionRuns {
+            scenario: find(id).unwrap(),
+            count: Ok(Count {
+                per_request: windows.to_vec(),
+                requests: vec![1000; windows.len()],
+            }),
+        };
+        let instructions = vec![
+            counted("B", &[160_000.0, 160_100.0]),
+            counted("C", &[180_000.0, 180_000.0]),
+            counted("D1", &[220_000.0, 220_200.0]),
+            InstructionRuns {
+                scenario: find("D").unwrap(),
+                count: Err("Envoy exited".to_owned()),
+            },
+        ];
+        let info = info();
+        let authz = AuthzRuns::default();
+        let r = Report {
+            info: &info,
+            scenarios: &[],
+            instructions: &instructions,
+            authz: &authz,
+        };
+        let json = r.json();
+        let d1 = &json["instructions"][2];
+        // B's median is 160,050: D1 adds 60,050, C 19,950, so D1 costs 3.01 × what C adds.
+        assert_eq!(d1["over_B"], json!(60_050.0));
+        assert!((d1["over_B_in_units_of_C"].as_f64().unwrap() - 3.01).abs() < 0.001);
+        assert!(json["instructions"][0]["over_B"].is_null());
+        assert_eq!(json["instructions"][3]["error"], "Envoy exited");
+        let md = r.markdown();
+        assert!(
+            md.contains("| 220100<br>(220000–220200) | 60050 | 3.01 |"),
+            "{md}"
+        );
+        assert!(md.contains("| **D** | failed: Envoy exited |"), "{md}");
     }
 }

@@ -1,0 +1,171 @@
+//! Instructions per request: Envoy run under valgrind's callgrind, which counts every instruction
+//! the process executes in user space (its own code, V8's JIT-compiled wasm, libc), exactly.
+//!
+//! Why, next to the timed rounds: on a shared VM the CPU time of one configuration moves by more
+//! between runs than our filters' changes weigh (B measured 36 to 58 µs per request on one day),
+//! and there are no hardware counters to read instead. An instruction count does not move with
+//! the machine: the same configuration gives the same count to within a few hundredths of a
+//! percent, so a change of a few hundred instructions per request shows. It is a count, not a
+//! time: it leaves out the kernel (the loopback TCP stack, the same system calls per request in
+//! every configuration) and cache misses, and an instruction of V8's is not the same time as one
+//! of Envoy's. The report gives it as what a configuration adds over B and as a multiple of what
+//! C adds, the same terms as the timed "where the time goes".
+//!
+//! How: Envoy starts under `valgrind --tool=callgrind`, is warmed up (so valgrind has translated
+//! the hot code and V8 compiled the modules), then for each window the counters are zeroed with
+//! `callgrind_control -z`, wrk sends requests one after the other on one connection, and
+//! `callgrind_control -d` dumps the window's total. One connection, because with many the number
+//! of requests Envoy handles per wake-up varies from window to window, and with it the count
+//! (by about 1 %; with one, by a few hundredths of a percent). Envoy is many times slower under
+//! valgrind, which changes how many requests a window holds, not what each costs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use xtask::tools::output;
+
+use crate::bench::configs::Scenario;
+use crate::bench::measure::{self, Launch, Settings};
+use crate::bench::wrk;
+
+/// Envoy under valgrind answers its first 200 after V8 has compiled the modules, tens of times
+/// slower than on its own (the chain module takes about a minute).
+const FIRST_200_UNDER_VALGRIND: Duration = Duration::from_secs(600);
+
+/// How long a dump may take to appear after `callgrind_control -d` returned.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The counted windows of one configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Count {
+    /// Instructions per request in each window.
+    pub per_request: Vec<f64>,
+    /// Requests in each window.
+    pub requests: Vec<u64>,
+}
+
+/// Counts `scenario`'s instructions per request in `windows` windows of `settings.duration`.
+pub fn count(
+    scenario: &Scenario,
+    config: &Path,
+    settings: &Settings,
+    run_dir: &Path,
+    windows: u32,
+) -> Result<Count> {
+    for tool in ["valgrind", "callgrind_control"] {
+        if output(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_none() {
+            bail!("{tool} is not installed (Debian package valgrind)");
+        }
+    }
+    let out = run_dir.join(format!("callgrind-{}.out", scenario.id));
+    let launch = Launch {
+        under: vec![
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            // V8 writes and rewrites machine code in memory it maps itself.
+            "--smc-check=all-non-file".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+        ],
+        first_200_timeout: FIRST_200_UNDER_VALGRIND,
+    };
+    let label = format!("{}-instructions", scenario.id);
+    let (mut envoy, _, log) =
+        measure::start_envoy_with(&launch, scenario, config, settings, run_dir, &label)?;
+    let pid = envoy.pid().to_string();
+    let mut counted = Count {
+        per_request: Vec::new(),
+        requests: Vec::new(),
+    };
+    let outcome = (1..=windows).try_for_each(|window| {
+        control(&pid, "-z")?;
+        let load = measure::one_connection_load(settings);
+        let outcome = wrk::run(&load, &settings.wrk_script).context("load under valgrind")?;
+        control(&pid, "-d")?;
+        if outcome.errors > 0 || outcome.requests == 0 {
+            bail!(
+                "{}: {} errors in {} requests under valgrind; Envoy's log: {}",
+                scenario.id,
+                outcome.errors,
+                outcome.requests,
+                log.display()
+            );
+        }
+        let dump = dump_path(&out, window);
+        let total = wait_for_total(&dump)?;
+        counted
+            .per_request
+            .push(total as f64 / outcome.requests as f64);
+        counted.requests.push(outcome.requests);
+        Ok(())
+    });
+    envoy.stop(Duration::from_secs(30));
+    outcome?;
+    Ok(counted)
+}
+
+/// Sends a command (`-z` zero the counters, `-d` dump them) to the callgrind run `pid`.
+fn control(pid: &str, command: &str) -> Result<()> {
+    let status = Command::new("callgrind_control")
+        .args([command, pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run callgrind_control")?;
+    if !status.success() {
+        bail!("callgrind_control {command} {pid} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Callgrind numbers its dumps: `<out>.1` is the first.
+fn dump_path(out: &Path, window: u32) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(format!(".{window}"));
+    PathBuf::from(name)
+}
+
+/// Waits for a complete dump and reads its total.
+fn wait_for_total(dump: &Path) -> Result<u64> {
+    let started = Instant::now();
+    loop {
+        if let Some(total) = fs::read_to_string(dump).ok().as_deref().and_then(total) {
+            return Ok(total);
+        }
+        if started.elapsed() > DUMP_TIMEOUT {
+            bail!("no complete callgrind dump at {}", dump.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The instructions a dump counted: its `totals:` line, written last (`summary:` in older
+/// versions holds the same number).
+fn total(dump: &str) -> Option<u64> {
+    dump.lines()
+        .find_map(|l| l.strip_prefix("totals:"))
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_is_read_only_once_complete() {
+        let partial = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 321499996\n";
+        assert_eq!(total(partial), None);
+        assert_eq!(
+            total(&format!("{partial}fn=(1)\n0 3\ntotals: 321918558\n")),
+            Some(321918558)
+        );
+    }
+
+    #[test]
+    fn dumps_are_numbered_after_the_out_file() {
+        let p = dump_path(Path::new("/run/callgrind-B.out"), 2);
+        assert_eq!(p, Path::new("/run/callgrind-B.out.2"));
+    }
+}
