@@ -59,17 +59,22 @@ pub fn request_header_names_starting_with(prefix: &str) -> Vec<String> {
 
 /// Replaces (`Some`) or removes (`None`) a request header. Inside a scope, a write that changes
 /// nothing (removing a header the request does not have, or setting the one value it has) makes
-/// no host call. A failure is logged under `filter_name`.
+/// no host call, and a header the request does not have yet is added rather than replaced: the
+/// same result, and Envoy skips looking for copies to remove (about 900 fewer instructions per
+/// write, BENCHMARKS.md "Instructions per request"). A failure is logged under `filter_name`.
 pub fn set_request_header(filter_name: &str, name: &str, value: Option<&str>) {
-    let no_change = SNAPSHOT.with(|s| {
-        s.borrow()
-            .as_ref()
-            .is_some_and(|snap| snap.already(name, value))
+    let (no_change, absent) = SNAPSHOT.with(|s| match s.borrow().as_ref() {
+        Some(snap) => (snap.already(name, value), !snap.contains(name)),
+        None => (false, false),
     });
     if no_change {
         return;
     }
-    if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+    let written = match value {
+        Some(value) if absent => hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value),
+        _ => hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value),
+    };
+    if let Err(status) = written {
         let _ = hostcalls::log(
             LogLevel::Error,
             &format!("{filter_name}: could not set request header `{name}`: {status:?}"),
