@@ -73,7 +73,7 @@ pub fn count(
     };
     let label = format!("{}-instructions", scenario.id);
     let (mut envoy, _, log) =
-        measure::start_envoy_with(&launch, scenario, config, settings, run_dir, &label)?;
+        measure::start_envoy(&launch, scenario, config, settings, run_dir, &label)?;
     let pid = envoy.pid().to_string();
     let mut counted = Count {
         per_request: Vec::new(),

@@ -89,7 +89,14 @@ pub fn measure(
     run_dir: &Path,
     label: &str,
 ) -> Result<Measurement> {
-    let (mut envoy, first_200, log) = start_envoy(scenario, config, settings, run_dir, label)?;
+    let (mut envoy, first_200, log) = start_envoy(
+        &Launch::direct(),
+        scenario,
+        config,
+        settings,
+        run_dir,
+        label,
+    )?;
 
     let pid = envoy.pid();
     let cpu_before = procstat::cpu_time_us(pid)?;
@@ -136,22 +143,6 @@ pub fn measure(
     })
 }
 
-/// Starts Envoy with `config`, waits for its first 200, checks the policy and warms it up.
-/// Returns the process, the time to the first 200 and its log file.
-pub fn start_envoy(
-    scenario: &Scenario,
-    config: &Path,
-    settings: &Settings,
-    run_dir: &Path,
-    label: &str,
-) -> Result<(ManagedProcess, Duration, PathBuf)> {
-    let launch = Launch {
-        under: Vec::new(),
-        first_200_timeout: FIRST_200_TIMEOUT,
-    };
-    start_envoy_with(&launch, scenario, config, settings, run_dir, label)
-}
-
 /// How Envoy is started: on its own, or under a tool that runs it (valgrind), which may take
 /// much longer to serve its first 200.
 #[derive(Debug, Clone)]
@@ -161,8 +152,19 @@ pub struct Launch {
     pub first_200_timeout: Duration,
 }
 
-/// `start_envoy` with the given launch.
-pub fn start_envoy_with(
+impl Launch {
+    /// Envoy on its own.
+    pub fn direct() -> Self {
+        Self {
+            under: Vec::new(),
+            first_200_timeout: FIRST_200_TIMEOUT,
+        }
+    }
+}
+
+/// Starts Envoy with `config`, waits for its first 200, checks the policy and warms it up.
+/// Returns the process, the time to the first 200 and its log file.
+pub fn start_envoy(
     launch: &Launch,
     scenario: &Scenario,
     config: &Path,

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::configs::Scenario;
-use crate::bench::measure::{self, Settings};
+use crate::bench::measure::{self, Launch, Settings};
 use crate::bench::wrk;
 use xtask::tools::output;
 
@@ -31,7 +31,14 @@ pub fn profile(
         bail!("perf is not installed (Debian package linux-perf)");
     }
     let label = format!("{}-profile", scenario.id);
-    let (mut envoy, _, _) = measure::start_envoy(scenario, config, settings, run_dir, &label)?;
+    let (mut envoy, _, _) = measure::start_envoy(
+        &Launch::direct(),
+        scenario,
+        config,
+        settings,
+        run_dir,
+        &label,
+    )?;
     let data = run_dir.join(format!("perf-{}.data", scenario.id));
     let load = measure::saturation_load(settings);
     let seconds = load.duration.as_secs_f64();
