@@ -17,6 +17,14 @@ pub struct HeaderSnapshot {
     entries: Vec<Entry>,
 }
 
+/// What writing a header takes, given the headers there are (`HeaderSnapshot::write_needed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteNeeded {
+    Nothing,
+    Add,
+    Replace,
+}
+
 /// Where one header's name and value are in the buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -124,15 +132,26 @@ impl HeaderSnapshot {
             .collect()
     }
 
-    /// Whether a replace (`Some`) or a removal (`None`) of `name` would leave the headers as they
-    /// are: no header of that name, or exactly one with that value.
-    pub fn already(&self, name: &str, value: Option<&str>) -> bool {
+    /// What a replace (`Some`) or a removal (`None`) of `name` must do, in one pass over the
+    /// headers: nothing (no header of that name to remove, or exactly one with that value), add
+    /// it (none there yet), or replace (or remove) what is there.
+    pub fn write_needed(&self, name: &str, value: Option<&str>) -> WriteNeeded {
         let mut matching = self.matching(name);
         match (value, matching.next()) {
-            (None, None) => true,
-            (Some(v), Some((_, current))) => current == v.as_bytes() && matching.next().is_none(),
-            _ => false,
+            (None, None) => WriteNeeded::Nothing,
+            (Some(_), None) => WriteNeeded::Add,
+            (Some(v), Some((_, current)))
+                if current == v.as_bytes() && matching.next().is_none() =>
+            {
+                WriteNeeded::Nothing
+            }
+            _ => WriteNeeded::Replace,
         }
+    }
+
+    /// Whether the write would leave the headers as they are.
+    pub fn already(&self, name: &str, value: Option<&str>) -> bool {
+        self.write_needed(name, value) == WriteNeeded::Nothing
     }
 
     /// Mirrors a replace (`Some`) or a removal (`None`) made through the host.
@@ -292,6 +311,10 @@ mod tests {
         assert!(!s.already("missing", Some("")));
         // Two headers of the name: a replace leaves one, so it changes something.
         assert!(!s.already("x-a", Some("1")));
+        assert_eq!(s.write_needed("missing", Some("v")), WriteNeeded::Add);
+        assert_eq!(s.write_needed(":path", Some("/b")), WriteNeeded::Replace);
+        assert_eq!(s.write_needed("X-A", None), WriteNeeded::Replace);
+        assert_eq!(s.write_needed("missing", None), WriteNeeded::Nothing);
     }
 
     #[test]
