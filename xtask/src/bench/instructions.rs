@@ -25,7 +25,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use xtask::tools::output;
 
 use crate::bench::configs::Scenario;
 use crate::bench::measure::{self, Launch, Settings};
@@ -55,11 +54,6 @@ pub fn count(
     run_dir: &Path,
     windows: u32,
 ) -> Result<Count> {
-    for tool in ["valgrind", "callgrind_control"] {
-        if output(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_none() {
-            bail!("{tool} is not installed (Debian package valgrind)");
-        }
-    }
     let out = run_dir.join(format!("callgrind-{}.out", scenario.id));
     let launch = Launch {
         under: vec![
