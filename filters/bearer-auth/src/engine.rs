@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use wasmgate_filter_common::RequestInfo;
 
-use crate::cache::{TokenCache, hash_token};
+use crate::cache::{CacheKey, TokenCache};
 use crate::challenge::Denial;
 use crate::config::{Config, JwksSource};
 use crate::extract::{Found, extract, strip_query_token};
@@ -97,14 +97,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: Config) -> Self {
+    /// `cache_key`: the secret key of the token cache's hash (`CacheKey::random` in a VM).
+    pub fn new(config: Config, cache_key: CacheKey) -> Self {
         let keys = match &config.jwks {
             JwksSource::Inline(set) => Some(Rc::new(set.clone())),
             JwksSource::Remote(_) => None,
         };
         Self {
             verifier: Verifier::new(&config),
-            cache: TokenCache::new(config.cache_max_entries),
+            cache: TokenCache::new(config.cache_max_entries, cache_key),
             keys,
             generation: 0,
             config,
@@ -217,7 +218,7 @@ fn identity(
     if token.len() > verifier.max_token_bytes() {
         return Err(Outcome::Deny(Denial::InvalidToken(TokenError::TooLarge)));
     }
-    let hash = hash_token(token);
+    let hash = cache.hash(token);
     if let Some(identity) = cache.get(&hash, now) {
         metrics.count(Metric::CacheHit);
         return Ok(identity);

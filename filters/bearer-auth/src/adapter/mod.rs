@@ -23,6 +23,7 @@ use wasmgate_filter_common::host::headers::{
 use wasmgate_filter_common::host::log_config_error;
 
 use crate::FILTER_NAME;
+use crate::cache::CacheKey;
 use crate::challenge::{Denial, respond};
 use crate::config::{Config, JwksSource};
 use crate::engine::{Engine, IDENTITY_HEADER_PREFIX, Outcome, RequestView, Wait, WaitPolicy};
@@ -122,6 +123,19 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let cache_key = match CacheKey::random() {
+            Ok(key) => key,
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "{FILTER_NAME}: no randomness from the host for the token cache's key \
+                         (WASI random_get): {e}"
+                    ),
+                );
+                return false;
+            }
+        };
         let refresher = match &config.jwks {
             JwksSource::Remote(remote) => {
                 let refresher = Refresher::new(remote, vm_nonce(self.id));
@@ -144,7 +158,7 @@ impl RootContext for Root {
         );
         let fast = refresher.is_some();
         self.vm = Some(Rc::new(RefCell::new(VmState {
-            engine: Engine::new(config),
+            engine: Engine::new(config, cache_key),
             refresher,
             metrics: HostMetrics::define(),
             waiters: Vec::new(),

@@ -20,6 +20,7 @@ const RULES: &str = r#", "rules": [
 ]"#;
 
 const T: u64 = NOW * 1000;
+const KEY: CacheKey = CacheKey::from_bytes([7; 16]);
 const WAIT: WaitPolicy = WaitPolicy {
     may_wait: true,
     retry_after_seconds: 2,
@@ -30,7 +31,7 @@ const NO_WAIT: WaitPolicy = WaitPolicy {
 };
 
 fn engine(extra: &str, s: &Signer) -> Engine {
-    let mut e = Engine::new(config(&format!("{RULES}{extra}")));
+    let mut e = Engine::new(config(&format!("{RULES}{extra}")), KEY);
     e.set_keys(parse_jwks(&jwks(&[s])).unwrap().set, 1);
     e
 }
@@ -246,7 +247,7 @@ fn unknown_kid_asks_for_keys_when_waiting_is_possible() {
 #[test]
 fn without_keys_requests_wait_or_get_503_never_pass() {
     let s = Signer::new("k1");
-    let mut e = Engine::new(config(RULES));
+    let mut e = Engine::new(config(RULES), KEY);
     let auth = format!("Bearer {}", s.token("demo"));
     assert_eq!(
         run(&mut e, "/me", Some(&auth)),
@@ -278,7 +279,10 @@ fn inline_keys_need_no_fetch() {
     let json = format!(
         r#"{{"issuer": "{ISSUER}", "audiences": ["{AUDIENCE}"], "jwks": {{"inline": {jwks_doc}}}}}"#
     );
-    let mut e = Engine::new(crate::config::Config::from_json(json.as_bytes()).unwrap());
+    let mut e = Engine::new(
+        crate::config::Config::from_json(json.as_bytes()).unwrap(),
+        KEY,
+    );
     assert!(e.has_keys());
     let auth = format!("Bearer {}", s.token("demo"));
     assert!(matches!(
