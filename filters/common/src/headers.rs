@@ -6,6 +6,8 @@
 //! filter that reads several headers, or needs to know whether a header is there before removing
 //! it, reads them here instead.
 
+use std::borrow::Cow;
+
 /// Header names and values as the host gave them (names lowercase in Envoy), in order.
 ///
 /// The bytes stay in the one buffer the host filled; entries are ranges into it, so a copy of
@@ -91,27 +93,41 @@ impl HeaderSnapshot {
         entries
     }
 
-    /// The value of `name` (ASCII case-insensitive). Several headers of that name are joined
-    /// with `,` (RFC 9110 §5.3). Envoy's own single-header read returns only the first, which
-    /// would let a second copy (a second `Authorization`, say) go unseen; joined, a duplicate
-    /// credential reads as the malformed value it is.
-    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
-        let mut found: Option<Vec<u8>> = None;
-        for (_, value) in self.matching(name) {
-            match &mut found {
-                None => found = Some(value.to_vec()),
-                Some(joined) => {
-                    joined.push(b',');
-                    joined.extend_from_slice(value);
-                }
-            }
+    /// The value of `name` (ASCII case-insensitive), borrowed from the copy. Several headers of
+    /// that name are joined with `,` (RFC 9110 §5.3), which is the one case that copies. Envoy's
+    /// own single-header read returns only the first, which would let a second copy (a second
+    /// `Authorization`, say) go unseen; joined, a duplicate credential reads as the malformed
+    /// value it is.
+    pub fn value(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let mut matching = self.matching(name);
+        let (_, first) = matching.next()?;
+        let Some((_, second)) = matching.next() else {
+            return Some(Cow::Borrowed(first));
+        };
+        let mut joined = first.to_vec();
+        for value in std::iter::once(second).chain(matching.map(|(_, v)| v)) {
+            joined.push(b',');
+            joined.extend_from_slice(value);
         }
-        found
+        Some(Cow::Owned(joined))
     }
 
-    /// `get` as text; a value that is not UTF-8 is read lossily.
+    /// `value` as text; a value that is not UTF-8 is read lossily.
+    pub fn text(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.value(name).map(|value| match value {
+            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+            Cow::Owned(bytes) => Cow::Owned(text(bytes)),
+        })
+    }
+
+    /// `value`, owned.
+    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.value(name).map(Cow::into_owned)
+    }
+
+    /// `text`, owned.
     pub fn get_text(&self, name: &str) -> Option<String> {
-        self.get(name).map(text)
+        self.text(name).map(Cow::into_owned)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -195,7 +211,10 @@ impl HeaderSnapshot {
         })
     }
 
-    fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    fn matching<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = (&'s [u8], &'s [u8])> + use<'s, 'n> {
         self.pairs()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
     }
@@ -283,6 +302,17 @@ mod tests {
     fn repeated_headers_are_joined_not_hidden_behind_the_first() {
         let s = HeaderSnapshot::decode(encode(&[("x-a", "1"), ("other", "o"), ("X-A", "2")]));
         assert_eq!(s.get_text("x-a").as_deref(), Some("1,2"));
+    }
+
+    #[test]
+    fn a_single_value_is_borrowed_only_a_joined_one_is_copied() {
+        let s = HeaderSnapshot::decode(encode(&[("x-a", "1"), ("x-b", "b"), ("X-A", "2")]));
+        assert!(matches!(s.value("x-b"), Some(Cow::Borrowed(b"b"))));
+        assert!(matches!(s.text("X-B"), Some(Cow::Borrowed("b"))));
+        assert_eq!(s.value("x-a"), Some(Cow::Owned(b"1,2".to_vec())));
+        assert_eq!(s.text("x-a"), Some(Cow::Owned("1,2".to_owned())));
+        let lossy = HeaderSnapshot::decode(encode(&[("x-c", "\u{e9}")]));
+        assert_eq!(lossy.text("x-c").as_deref(), Some("\u{e9}"));
     }
 
     #[test]

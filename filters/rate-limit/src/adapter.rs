@@ -1,15 +1,17 @@
 //! The thin layer between the proxy-wasm host and the plain-Rust engine: configuration, clock,
 //! request headers, shared data, metrics, local replies. No decisions are made here.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
+use wasmgate_filter_common::headers::HeaderSnapshot;
 use wasmgate_filter_common::host::chain::plugin_configuration;
 use wasmgate_filter_common::host::clock;
 use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
-use wasmgate_filter_common::host::headers::{request_header_text, with_request_headers};
+use wasmgate_filter_common::host::headers::{request_headers, with_request_headers};
 use wasmgate_filter_common::host::log_config_error;
 
 use crate::FILTER_NAME;
@@ -109,10 +111,11 @@ impl HttpContext for Http {
         };
         // The request headers are read from the host once for the policies' keys.
         let verdict = with_request_headers(|| {
+            let headers = request_headers();
             engine::decide(
                 &state.config,
                 &HostStore,
-                &HostRequest::read(),
+                &HostRequest::read(&headers),
                 now_ns(),
                 &state.metrics,
             )
@@ -171,32 +174,34 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The request as the engine sees it; `:method` and `:path` are read eagerly, everything else
-/// only if a policy asks.
-struct HostRequest {
-    method: String,
-    path: String,
+/// The request as the engine sees it, borrowed from the request headers; `:method` and `:path`
+/// are looked up once, everything else only if a policy asks.
+struct HostRequest<'h> {
+    headers: &'h HeaderSnapshot,
+    method: Cow<'h, str>,
+    path: Cow<'h, str>,
 }
 
-impl HostRequest {
-    fn read() -> Self {
-        let get = |name: &str| request_header_text(name).unwrap_or_default();
+impl<'h> HostRequest<'h> {
+    fn read(headers: &'h HeaderSnapshot) -> Self {
+        let get = |name: &str| headers.text(name).unwrap_or_default();
         Self {
+            headers,
             method: get(":method"),
             path: get(":path"),
         }
     }
 }
 
-impl RequestView for HostRequest {
+impl RequestView for HostRequest<'_> {
     fn method(&self) -> &str {
         &self.method
     }
     fn path(&self) -> &str {
         &self.path
     }
-    fn header(&self, name: &str) -> Option<String> {
-        request_header_text(name)
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.headers.text(name)
     }
     fn source_address(&self) -> Option<String> {
         let bytes = hostcalls::get_property(vec!["source", "address"])

@@ -1,6 +1,7 @@
 //! Which bucket a request counts against: the policy's key read from the request, hashed to a
 //! slot of the table.
 
+use std::borrow::Cow;
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
 
@@ -18,7 +19,7 @@ pub trait RequestView {
     fn method(&self) -> &str;
     /// `:path` including the query.
     fn path(&self) -> &str;
-    fn header(&self, name: &str) -> Option<String>;
+    fn header(&self, name: &str) -> Option<Cow<'_, str>>;
     /// The downstream connection's source address, `ip:port` as Envoy reports it.
     fn source_address(&self) -> Option<String>;
 }
@@ -40,7 +41,10 @@ pub fn key_values(
     parts
         .iter()
         .map(|part| match part {
-            KeyPart::Header(name) => request.header(name).filter(|v| !v.is_empty()),
+            KeyPart::Header(name) => request
+                .header(name)
+                .filter(|v| !v.is_empty())
+                .map(Cow::into_owned),
             KeyPart::ClientIp => client_ip(request, xff_trusted_hops).map(|ip| ip.to_string()),
             KeyPart::Path => Some(path_only(request.path()).to_owned()),
             KeyPart::Method => Some(request.method().to_owned()),
@@ -158,8 +162,8 @@ pub mod tests {
         fn path(&self) -> &str {
             &self.path
         }
-        fn header(&self, name: &str) -> Option<String> {
-            self.headers.get(name).cloned()
+        fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+            self.headers.get(name).map(|v| Cow::Borrowed(v.as_str()))
         }
         fn source_address(&self) -> Option<String> {
             self.source.clone()

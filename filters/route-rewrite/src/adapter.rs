@@ -2,15 +2,17 @@
 //! the request headers, carries out the engine's evaluation, counts hits. Host calls go through
 //! `hostcalls` directly so that a failing call is logged instead of panicking the VM.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use wasmgate_filter_common::headers::HeaderSnapshot;
 use wasmgate_filter_common::host::chain::plugin_configuration;
 use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
 use wasmgate_filter_common::host::headers::{
-    request_header_text, set_request_header, with_request_headers,
+    request_headers, set_request_header, with_request_headers,
 };
 use wasmgate_filter_common::host::log_config_error;
 
@@ -115,7 +117,17 @@ impl Stream {
         let Some(filter) = &self.filter else {
             return Action::Continue;
         };
-        let evaluation = filter.rules.evaluate(&HostHeaders);
+        // Read through a shared copy, let go of before the writes below (which would copy it).
+        let headers = request_headers();
+        let evaluation = filter.rules.evaluate(&*headers);
+        // Kept only for a rewrite of the path, which sends it on in `x-original-path`.
+        let original_path = match &evaluation.outcome {
+            Outcome::Continue(rewrite) if rewrite.path.is_some() => {
+                headers.text(":path").map(Cow::into_owned)
+            }
+            _ => None,
+        };
+        drop(headers);
         for position in &evaluation.hits {
             filter.hits.add(*position, 1);
         }
@@ -125,8 +137,8 @@ impl Stream {
         match evaluation.outcome {
             Outcome::Continue(rewrite) => {
                 if let Some(path) = &rewrite.path {
-                    if let Some(original) = HostHeaders.get(":path") {
-                        set_header(ORIGINAL_PATH_HEADER, Some(&original));
+                    if let Some(original) = &original_path {
+                        set_header(ORIGINAL_PATH_HEADER, Some(original));
                     }
                     set_header(":path", Some(path));
                 }
@@ -164,12 +176,10 @@ impl Stream {
     }
 }
 
-/// The request headers, from the copy `with_request_headers` read.
-struct HostHeaders;
-
-impl RequestHeaders for HostHeaders {
-    fn get(&self, name: &str) -> Option<String> {
-        request_header_text(name)
+/// The rules read the request headers from the copy `with_request_headers` read.
+impl RequestHeaders for HeaderSnapshot {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.text(name)
     }
 }
 

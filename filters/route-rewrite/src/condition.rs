@@ -131,6 +131,7 @@ pub fn evaluate_all(conditions: &[Condition], values: &dyn Values) -> Option<Vec
 mod tests {
     use super::*;
     use crate::variables::Variable;
+    use std::borrow::Cow;
 
     struct Req(&'static str, &'static str);
     impl Values for Req {
@@ -140,11 +141,11 @@ mod tests {
         fn cond_group(&self, _: usize) -> &str {
             ""
         }
-        fn variable(&self, variable: &Variable) -> String {
+        fn variable(&self, variable: &Variable) -> Cow<'_, str> {
             match variable {
                 Variable::Method => self.0.into(),
                 Variable::Header(name) if name == "x-tenant" => self.1.into(),
-                _ => String::new(),
+                _ => Cow::Borrowed(""),
             }
         }
     }

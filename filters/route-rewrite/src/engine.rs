@@ -12,10 +12,12 @@ use crate::variables::Variable;
 /// Read access to the request headers, pseudo-headers (`:path`, `:method`, `:authority`,
 /// `:scheme`) included; names are lower-case.
 pub trait RequestHeaders {
-    fn get(&self, name: &str) -> Option<String>;
+    fn get(&self, name: &str) -> Option<Cow<'_, str>>;
 }
 
 /// The compiled configuration.
+use std::borrow::Cow;
+
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
@@ -301,19 +303,19 @@ impl Values for Scope<'_> {
         self.cond_groups.get(index).map_or("", String::as_str)
     }
 
-    fn variable(&self, variable: &Variable) -> String {
+    fn variable(&self, variable: &Variable) -> Cow<'_, str> {
         match variable {
             Variable::Method => self.request.get(":method").unwrap_or_default(),
             Variable::Host => self.request.get(":authority").unwrap_or_default(),
-            Variable::RequestUri => self.original_path.to_string(),
-            Variable::QueryString => self.query.unwrap_or("").to_string(),
+            Variable::RequestUri => Cow::Borrowed(self.original_path),
+            Variable::QueryString => Cow::Borrowed(self.query.unwrap_or("")),
             Variable::Scheme => self.request.get(":scheme").unwrap_or_default(),
             Variable::Https => {
                 let https = self
                     .request
                     .get(":scheme")
                     .is_some_and(|s| s.eq_ignore_ascii_case("https"));
-                if https { "on" } else { "off" }.to_string()
+                Cow::Borrowed(if https { "on" } else { "off" })
             }
             Variable::Header(name) => self.request.get(name).unwrap_or_default(),
         }

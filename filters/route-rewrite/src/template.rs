@@ -3,6 +3,7 @@
 //! Parsed once at configuration time; expanding one never fails.
 
 use regex_lite::Regex;
+use std::borrow::Cow;
 
 use crate::variables::Variable;
 
@@ -22,7 +23,8 @@ enum Piece {
 pub trait Values {
     fn rule_group(&self, index: usize) -> &str;
     fn cond_group(&self, index: usize) -> &str;
-    fn variable(&self, variable: &Variable) -> String;
+    /// Borrowed where the value is at hand (a request header), so expanding copies it once.
+    fn variable(&self, variable: &Variable) -> Cow<'_, str>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,8 +233,8 @@ mod tests {
         fn cond_group(&self, index: usize) -> &str {
             ["beta", "b"].get(index).copied().unwrap_or("")
         }
-        fn variable(&self, variable: &Variable) -> String {
-            format!("<{variable:?}>")
+        fn variable(&self, variable: &Variable) -> Cow<'_, str> {
+            Cow::Owned(format!("<{variable:?}>"))
         }
     }
 

@@ -3,6 +3,7 @@
 // Helpers of these tests fail loudly, like the tests themselves (clippy only exempts #[test] fns).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use route_rewrite::{Evaluation, Outcome, RequestHeaders, Rewrite, RuleSet, load};
@@ -11,8 +12,8 @@ use serde_json::json;
 struct Request(BTreeMap<String, String>);
 
 impl RequestHeaders for Request {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.0.get(name).map(|v| Cow::Borrowed(v.as_str()))
     }
 }
 

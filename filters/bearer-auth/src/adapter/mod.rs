@@ -17,8 +17,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::RequestInfo;
 use wasmgate_filter_common::host::chain::{plugin_configuration, resume_request};
 use wasmgate_filter_common::host::headers::{
-    request_header, request_header_names_starting_with, request_header_text, set_request_header,
-    with_request_headers,
+    request_header_names_starting_with, request_headers, set_request_header, with_request_headers,
 };
 use wasmgate_filter_common::host::log_config_error;
 
@@ -26,7 +25,9 @@ use crate::FILTER_NAME;
 use crate::cache::CacheKey;
 use crate::challenge::{Denial, respond};
 use crate::config::{Config, JwksSource};
-use crate::engine::{Engine, IDENTITY_HEADER_PREFIX, Outcome, RequestView, Wait, WaitPolicy};
+use crate::engine::{
+    Allow, Engine, IDENTITY_HEADER_PREFIX, Outcome, RequestView, Wait, WaitPolicy,
+};
 use crate::metrics::{Metric, Metrics};
 use crate::refresh::{RefreshState, Refresher, Why};
 
@@ -285,11 +286,13 @@ fn handle(vm: &Shared, now: u64, can_wait: bool) -> Handled {
 }
 
 fn decide_and_apply(vm: &Shared, now: u64, can_wait: bool) -> Handled {
-    let text = |name| request_header_text(name).unwrap_or_default();
+    // Borrowed from the shared copy; let go of before `apply` writes, so no write copies it.
+    let headers = request_headers();
+    let text = |name| headers.text(name).unwrap_or_default();
     let method = text(":method");
     let path = text(":path");
     let host = text(":authority");
-    let authorization = request_header("authorization");
+    let authorization = headers.value("authorization");
     let view = RequestView {
         info: RequestInfo {
             method: &method,
@@ -341,32 +344,43 @@ fn decide_and_apply(vm: &Shared, now: u64, can_wait: bool) -> Handled {
         outcome
     };
     let state = vm.borrow();
-    apply(&outcome, &state, &view)
+    match &outcome {
+        Outcome::Allow(allow) => {
+            // Let go of the headers first: writing while holding them would copy them.
+            drop(headers);
+            let_through(allow, &state)
+        }
+        refusal => answer(refusal, &state, &view),
+    }
 }
 
-fn apply(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled {
+fn let_through(allow: &Allow, state: &VmState) -> Handled {
+    // Spoofed identity headers go first, whatever the route.
+    for name in request_header_names_starting_with(IDENTITY_HEADER_PREFIX) {
+        set_request_header(FILTER_NAME, &name, None);
+    }
+    for (name, value) in allow.identity_headers() {
+        set_request_header(FILTER_NAME, name, Some(value));
+    }
+    if allow.remove_authorization {
+        set_request_header(FILTER_NAME, "authorization", None);
+    }
+    if let Some(path) = &allow.new_path {
+        set_request_header(FILTER_NAME, ":path", Some(path));
+    }
+    state.metrics.count(if allow.anonymous {
+        Metric::AllowedAnonymous
+    } else {
+        Metric::Allowed
+    });
+    Handled::Continue
+}
+
+/// Answers a request that is not let through.
+fn answer(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled {
     match outcome {
-        Outcome::Allow(allow) => {
-            // Spoofed identity headers go first, whatever the route.
-            for name in request_header_names_starting_with(IDENTITY_HEADER_PREFIX) {
-                set_request_header(FILTER_NAME, &name, None);
-            }
-            for (name, value) in allow.identity_headers() {
-                set_request_header(FILTER_NAME, name, Some(value));
-            }
-            if allow.remove_authorization {
-                set_request_header(FILTER_NAME, "authorization", None);
-            }
-            if let Some(path) = &allow.new_path {
-                set_request_header(FILTER_NAME, ":path", Some(path));
-            }
-            state.metrics.count(if allow.anonymous {
-                Metric::AllowedAnonymous
-            } else {
-                Metric::Allowed
-            });
-            Handled::Continue
-        }
+        // `decide_and_apply` lets allowed requests through itself.
+        Outcome::Allow(allow) => let_through(allow, state),
         Outcome::Deny(denial) => {
             state.metrics.count(Metric::denied(denial));
             let response = respond(denial, &state.engine.config().realm);

@@ -1,24 +1,29 @@
 //! Request headers through one read of the whole map per callback.
 //!
 //! `with_request_headers` reads the map once, and every read and write in `f` goes through the
-//! copy: reads cost nothing, writes reach the host and the copy, and the removal of a header that
-//! is not there costs nothing either. Scopes nest: an inner scope (a filter inside the one-module
-//! chain, whose outer scope read the map already) reuses the outer copy. Outside a scope each call
-//! goes to the host, as before.
+//! copy: reads borrow from it (no host call, no copy), writes reach the host and the copy, and the
+//! removal of a header that is not there costs nothing either. Scopes nest: an inner scope (a
+//! filter inside the one-module chain, whose outer scope read the map already) reuses the outer
+//! copy. Outside a scope each call goes to the host, as before.
 //!
 //! The copy lives in a thread-local because a proxy-wasm VM runs one callback at a time on one
 //! thread, and a callback is exactly the span during which the effective context (and so the
-//! request the copy belongs to) cannot change; the scope ends with the callback.
+//! request the copy belongs to) cannot change; the scope ends with the callback. Readers share it
+//! by reference count (`request_headers`); a write while a reader still holds it gives the copy to
+//! the writer and leaves the reader its own (`Rc::make_mut`), so a reader never sees a header
+//! change under it, and nothing can panic on a borrow. Readers that let go before writing save
+//! that copy.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use crate::headers::{HeaderSnapshot, WriteNeeded, text};
+use crate::headers::{HeaderSnapshot, WriteNeeded};
 
 thread_local! {
-    static SNAPSHOT: RefCell<Option<HeaderSnapshot>> = const { RefCell::new(None) };
+    static SNAPSHOT: RefCell<Option<Rc<HeaderSnapshot>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with the request headers read once (or with the copy an enclosing scope read).
@@ -28,33 +33,24 @@ pub fn with_request_headers<R>(f: impl FnOnce() -> R) -> R {
         return f();
     }
     let snapshot = read_map(MapType::HttpRequestHeaders);
-    SNAPSHOT.with(|s| *s.borrow_mut() = Some(snapshot));
+    SNAPSHOT.with(|s| *s.borrow_mut() = Some(Rc::new(snapshot)));
     let result = f();
     SNAPSHOT.with(|s| *s.borrow_mut() = None);
     result
 }
 
-/// A request header's value (bytes: it may not be valid text).
-pub fn request_header(name: &str) -> Option<Vec<u8>> {
-    match SNAPSHOT.with(|s| s.borrow().as_ref().map(|snap| snap.get(name))) {
-        Some(found) => found,
-        None => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten(),
-    }
-}
-
-/// A request header as text; a value that is not UTF-8 is read lossily.
-pub fn request_header_text(name: &str) -> Option<String> {
-    request_header(name).map(text)
+/// The request headers, to read values from without copying them (`HeaderSnapshot::value`,
+/// `text`): the scope's copy, shared, or outside a scope the map read from the host now.
+pub fn request_headers() -> Rc<HeaderSnapshot> {
+    SNAPSHOT
+        .with(|s| s.borrow().clone())
+        .unwrap_or_else(|| Rc::new(read_map(MapType::HttpRequestHeaders)))
 }
 
 /// The request's header names that start with `prefix` (ASCII case-insensitive), lowercased;
 /// names that are not UTF-8 are skipped. Only the matches are copied: this runs on every request.
 pub fn request_header_names_starting_with(prefix: &str) -> Vec<String> {
-    let matching = |snap: &HeaderSnapshot| snap.names_starting_with(prefix);
-    let names = SNAPSHOT.with(|s| s.borrow().as_ref().map(matching));
-    names.unwrap_or_else(|| matching(&read_map(MapType::HttpRequestHeaders)))
+    request_headers().names_starting_with(prefix)
 }
 
 /// Replaces (`Some`) or removes (`None`) a request header. Inside a scope, a write that changes
@@ -83,7 +79,7 @@ pub fn set_request_header(filter_name: &str, name: &str, value: Option<&str>) {
     }
     SNAPSHOT.with(|s| {
         if let Some(snap) = s.borrow_mut().as_mut() {
-            snap.set(name, value);
+            Rc::make_mut(snap).set(name, value);
         }
     });
 }
