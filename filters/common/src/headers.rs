@@ -170,36 +170,56 @@ impl HeaderSnapshot {
         self.write_needed(name, value) == WriteNeeded::Nothing
     }
 
-    /// Mirrors a replace (`Some`) or a removal (`None`) made through the host.
+    /// Mirrors a replace (`Some`) or a removal (`None`) made through the host. A replace keeps
+    /// the first header of that name where it is, with the new value (and the name as written
+    /// now), and drops any later ones; a name not there yet goes at the end. The common case, one
+    /// header replaced, moves no other entry.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
         let bytes = &self.bytes;
-        let is_name = |e: &Entry| {
-            bytes
-                .get(e.name.clone())
-                .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        let named = |e: &Entry| is_named(bytes, e, name);
+        let Some(value) = value else {
+            self.entries.retain(|e| !named(e));
+            return;
         };
-        let position = self.entries.iter().position(is_name);
-        self.entries.retain(|e| !is_name(e));
-        if let Some(value) = value {
+        let Some(first) = self.entries.iter().position(named) else {
             self.push(name.as_bytes(), value.as_bytes());
-            if let Some(at) = position
-                && let Some(entry) = self.entries.pop()
-            {
-                self.entries.insert(at.min(self.entries.len()), entry);
-            }
+            return;
+        };
+        let later = first.saturating_add(1);
+        if self
+            .entries
+            .get(later..)
+            .is_some_and(|rest| rest.iter().any(named))
+        {
+            let mut index = 0usize;
+            self.entries.retain(|e| {
+                let keep = index <= first || !named(e);
+                index = index.saturating_add(1);
+                keep
+            });
+        }
+        let entry = self.append(name.as_bytes(), value.as_bytes());
+        if let Some(slot) = self.entries.get_mut(first) {
+            *slot = entry;
         }
     }
 
     /// Appends a header at the end.
     fn push(&mut self, name: &[u8], value: &[u8]) {
+        let entry = self.append(name, value);
+        self.entries.push(entry);
+    }
+
+    /// Copies a name and a value into the buffer, for an entry.
+    fn append(&mut self, name: &[u8], value: &[u8]) -> Entry {
         let name_start = self.bytes.len();
         self.bytes.extend_from_slice(name);
         let value_start = self.bytes.len();
         self.bytes.extend_from_slice(value);
-        self.entries.push(Entry {
+        Entry {
             name: name_start..value_start,
             value: value_start..self.bytes.len(),
-        });
+        }
     }
 
     fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -215,9 +235,26 @@ impl HeaderSnapshot {
         &'s self,
         name: &'n str,
     ) -> impl Iterator<Item = (&'s [u8], &'s [u8])> + use<'s, 'n> {
-        self.pairs()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        self.entries
+            .iter()
+            .filter(move |e| is_named(&self.bytes, e, name))
+            .filter_map(|e| {
+                Some((
+                    self.bytes.get(e.name.clone())?,
+                    self.bytes.get(e.value.clone())?,
+                ))
+            })
     }
+}
+
+/// Whether the entry's name is `name` (ASCII case-insensitive). Every lookup runs this over
+/// the headers: the lengths, at hand in the entry, rule out nearly all of them before any byte
+/// is compared.
+fn is_named(bytes: &[u8], entry: &Entry, name: &str) -> bool {
+    entry.name.len() == name.len()
+        && bytes
+            .get(entry.name.clone())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Bytes as text, without a copy when they are UTF-8 (as header values nearly always are).
@@ -329,6 +366,12 @@ mod tests {
             Some("x-new")
         );
         assert_eq!(s.names_starting_with("X-"), ["x-a", "x-new"]);
+        // One header replaced stays where it was.
+        let mut s = HeaderSnapshot::decode(encode(&[("a", "1"), ("b", "2"), ("c", "3")]));
+        s.set("B", Some("two"));
+        assert_eq!(s.names_starting_with(""), ["a", "b", "c"]);
+        assert_eq!(s.get_text("b").as_deref(), Some("two"));
+        assert_eq!(s.get_text("c").as_deref(), Some("3"));
     }
 
     #[test]
