@@ -17,6 +17,7 @@ pub trait RequestHeaders {
 
 /// The compiled configuration.
 use std::borrow::Cow;
+use std::rc::Rc;
 
 #[derive(Debug)]
 pub struct RuleSet {
@@ -30,10 +31,10 @@ pub struct RuleSet {
 pub struct Rewrite {
     /// The new `:path` (with its query).
     pub path: Option<String>,
-    /// The new `:authority` (`[P]` only).
-    pub authority: Option<String>,
-    /// The cluster to route to (`[P]` only).
-    pub upstream: Option<String>,
+    /// The new `:authority` (`[P]` only). Shared with the rule: a clone is a count, not a copy.
+    pub authority: Option<Rc<str>>,
+    /// The cluster to route to (`[P]` only), shared likewise.
+    pub upstream: Option<Rc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! can always be applied.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use regex_lite::{Regex, RegexBuilder};
 
@@ -22,8 +23,8 @@ pub enum Target {
     Absolute(Template),
     /// `[P]`: a URL whose (literal) authority is mapped to an Envoy cluster.
     Proxy {
-        authority: String,
-        cluster: String,
+        authority: Rc<str>,
+        cluster: Rc<str>,
         /// The path and query, starting with `/`.
         rest: Template,
     },
@@ -209,8 +210,8 @@ fn proxy_target(
         format!("/{rest}")
     };
     Ok(Target::Proxy {
-        authority: key,
-        cluster: cluster.clone(),
+        authority: key.into(),
+        cluster: cluster.as_str().into(),
         rest: Template::parse(&rest)?,
     })
 }
@@ -247,8 +248,8 @@ mod tests {
             Target::Proxy {
                 authority, cluster, ..
             } => {
-                assert_eq!(authority, "localhost:3002");
-                assert_eq!(cluster, "notes_api");
+                assert_eq!(&**authority, "localhost:3002");
+                assert_eq!(&**cluster, "notes_api");
             }
             other => panic!("{other:?}"),
         }
@@ -260,7 +261,7 @@ mod tests {
     fn authority_is_matched_case_insensitively_and_rest_gets_a_slash() {
         let rule = compile("^/x$", "http://LocalHost:3002?a=1", &["P"]).unwrap();
         assert!(
-            matches!(rule.target, Target::Proxy { ref authority, .. } if authority == "localhost:3002")
+            matches!(rule.target, Target::Proxy { ref authority, .. } if &**authority == "localhost:3002")
         );
     }
 

@@ -48,18 +48,45 @@ pub fn merge_query(
 /// can never break the request. `%` is left alone: the text is already percent-encoded.
 /// `#` is encoded too unless `keep_fragment` (a redirect's Location may carry a fragment).
 pub fn escape(text: &str, keep_fragment: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        let plain = byte.is_ascii_graphic()
-            && !b"\"<>\\^`{|}".contains(&byte)
-            && (keep_fragment || byte != b'#');
-        if plain {
-            out.push(char::from(byte));
+    let needs_escape = |byte: u8| !PLAIN[usize::from(byte)] || (!keep_fragment && byte == b'#');
+    // Paths rarely need escaping: one pass to find out, then one copy.
+    let Some(first) = text.bytes().position(needs_escape) else {
+        return text.to_owned();
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str(text.get(..first).unwrap_or_default());
+    for byte in text.bytes().skip(first) {
+        if needs_escape(byte) {
+            out.push('%');
+            out.push(hex_digit(byte >> 4));
+            out.push(hex_digit(byte & 0xf));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            out.push(char::from(byte));
         }
     }
     out
+}
+
+/// Bytes that go into a URL as they are: visible ASCII but `"<>\^`{|}` (`#` is decided by the
+/// caller).
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b: u8 = 0;
+    loop {
+        table[b as usize] = b.is_ascii_graphic()
+            && !matches!(
+                b,
+                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            );
+        if b == u8::MAX {
+            break table;
+        }
+        b += 1;
+    }
+};
+
+fn hex_digit(nibble: u8) -> char {
+    char::from(b"0123456789ABCDEF"[usize::from(nibble & 0xf)])
 }
 
 #[cfg(test)]
@@ -115,5 +142,36 @@ mod tests {
         assert_eq!(escape("/a b\r\n\"é", false), "/a%20b%0D%0A%22%C3%A9");
         assert_eq!(escape("/a#top", false), "/a%23top");
         assert_eq!(escape("/a#top", true), "/a#top");
+        assert_eq!(escape("/{x}|^", false), "/%7Bx%7D%7C%5E");
+    }
+
+    /// Any text (proptest): each byte is kept exactly when it may stand in a URL, otherwise
+    /// written as `%XX` with upper-case hex.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn escaped_by_definition(text: &str, keep_fragment: bool) -> String {
+            text.bytes()
+                .map(|b| {
+                    let plain = b.is_ascii_graphic()
+                        && !b"\"<>\\^`{|}".contains(&b)
+                        && (keep_fragment || b != b'#');
+                    if plain {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn escape_is_the_byte_by_byte_definition(text in "(?s).{0,40}", keep in any::<bool>()) {
+                prop_assert_eq!(escape(&text, keep), escaped_by_definition(&text, keep));
+            }
+        }
     }
 }
