@@ -249,12 +249,13 @@ impl HeaderSnapshot {
 
 /// Whether the entry's name is `name` (ASCII case-insensitive). Every lookup runs this over
 /// the headers: the lengths, at hand in the entry, rule out nearly all of them before any byte
-/// is compared.
+/// is compared, and a plain comparison, a fraction of the case-folding one in wasm, finds the
+/// name as Envoy spells it (lower case) and as filters ask for it.
 fn is_named(bytes: &[u8], entry: &Entry, name: &str) -> bool {
     entry.name.len() == name.len()
         && bytes
             .get(entry.name.clone())
-            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            .is_some_and(|n| n == name.as_bytes() || n.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Bytes as text, without a copy when they are UTF-8 (as header values nearly always are).
