@@ -98,15 +98,21 @@ impl Group {
         Some(group)
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(GROUP_LEN);
-        out.extend_from_slice(&MAGIC);
-        for e in &self.entries {
-            out.extend_from_slice(&e.fingerprint.to_le_bytes());
-            out.extend_from_slice(&e.units.to_le_bytes());
-            out.extend_from_slice(&e.last_ns.to_le_bytes());
-            out.extend_from_slice(&e.full_at.to_le_bytes());
-            out.extend_from_slice(&e.token_ns.to_le_bytes());
+    /// The stored form, on the stack: it is written on every request, and its size is fixed.
+    pub fn encode(&self) -> [u8; GROUP_LEN] {
+        let mut out = [0u8; GROUP_LEN];
+        let (magic, body) = out.split_at_mut(MAGIC.len());
+        magic.copy_from_slice(&MAGIC);
+        for (e, chunk) in self.entries.iter().zip(body.chunks_exact_mut(ENTRY_LEN)) {
+            let (fp, rest) = chunk.split_at_mut(8);
+            let (units, rest) = rest.split_at_mut(16);
+            let (last, rest) = rest.split_at_mut(8);
+            let (full_at, token_ns) = rest.split_at_mut(8);
+            fp.copy_from_slice(&e.fingerprint.to_le_bytes());
+            units.copy_from_slice(&e.units.to_le_bytes());
+            last.copy_from_slice(&e.last_ns.to_le_bytes());
+            full_at.copy_from_slice(&e.full_at.to_le_bytes());
+            token_ns.copy_from_slice(&e.token_ns.to_le_bytes());
         }
         out
     }
