@@ -12,6 +12,7 @@ mod configs;
 mod cpus;
 mod http;
 mod instructions;
+mod jit;
 mod measure;
 mod probes;
 mod procstat;
@@ -708,6 +709,17 @@ mod tests {
             // Envoy does work for every request: far more than a few thousand instructions.
             assert!(window.as_f64().unwrap() > 10_000.0, "{counted}");
             assert!(requests.as_u64().unwrap() > 0, "{counted}");
+        }
+        // The probe's callback and its wrappers run in V8's JIT code every request, and are a
+        // small part of the whole: the split by address finds them.
+        for (jit, window) in counted["jit_windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(counted["windows"].as_array().unwrap())
+        {
+            let (jit, window) = (jit.as_f64().unwrap(), window.as_f64().unwrap());
+            assert!(jit > 10.0 && jit < window / 4.0, "{counted}");
         }
         let authz = &written.json["authz_service"];
         assert!(authz["error"].is_null(), "{}", authz["error"]);

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::configs::Scenario;
+use crate::bench::jit;
 use crate::bench::measure::{self, Launch, Settings};
 use crate::bench::wrk;
 
@@ -42,6 +43,8 @@ const DUMP_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Count {
     /// Instructions per request in each window.
     pub per_request: Vec<f64>,
+    /// Of those, the ones in JIT code (V8's compiled wasm and its wrappers, `bench::jit`).
+    pub jit_per_request: Vec<f64>,
     /// Requests in each window.
     pub requests: Vec<u64>,
 }
@@ -71,6 +74,7 @@ pub fn count(
     let pid = envoy.pid().to_string();
     let mut counted = Count {
         per_request: Vec::new(),
+        jit_per_request: Vec::new(),
         requests: Vec::new(),
     };
     let outcome = (1..=windows).try_for_each(|window| {
@@ -88,10 +92,13 @@ pub fn count(
             );
         }
         let dump = dump_path(&out, window);
-        let total = wait_for_total(&dump)?;
+        let (total, jit) = wait_for_total(&dump)?;
         counted
             .per_request
             .push(total as f64 / outcome.requests as f64);
+        counted
+            .jit_per_request
+            .push(jit as f64 / outcome.requests as f64);
         counted.requests.push(outcome.requests);
         Ok(())
     });
@@ -121,12 +128,15 @@ fn dump_path(out: &Path, window: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Waits for a complete dump and reads its total.
-fn wait_for_total(dump: &Path) -> Result<u64> {
+/// Waits for a complete dump and reads its total, and how much of it ran in JIT code.
+fn wait_for_total(dump: &Path) -> Result<(u64, u64)> {
     let started = Instant::now();
     loop {
-        if let Some(total) = fs::read_to_string(dump).ok().as_deref().and_then(total) {
-            return Ok(total);
+        let text = fs::read_to_string(dump).ok();
+        if let Some(text) = text
+            && let Some(total) = total(&text)
+        {
+            return Ok((total, jit::jit_instructions(&text)));
         }
         if started.elapsed() > DUMP_TIMEOUT {
             bail!("no complete callgrind dump at {}", dump.display());
