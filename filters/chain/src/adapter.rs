@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -138,8 +139,34 @@ struct Streams {
 
 thread_local! {
     /// Each live request's stages by context id, for `continue_after_pause`.
-    static STREAMS: RefCell<HashMap<u32, Rc<RefCell<Streams>>>> = RefCell::new(HashMap::new());
+    static STREAMS: RefCell<HashMap<u32, Rc<RefCell<Streams>>, BuildHasherDefault<ContextIdHash>>> =
+        RefCell::new(HashMap::default());
 }
+
+/// The map's hash of a context id: the id times an odd constant (Fibonacci hashing). Every request
+/// inserts and removes its id, and the host hands out the ids, so there is nothing for std's keyed
+/// SipHash to defend against.
+#[derive(Default)]
+struct ContextIdHash(u64);
+
+impl Hasher for ContextIdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(FIBONACCI);
+    }
+}
+
+/// 2^64 divided by the golden ratio, made odd.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Runs the request-headers callback of the stages from `ran` on, stopping at the first that does
 /// not let the request go on. The stages share one read of the host's clock (bearer-auth's cache
