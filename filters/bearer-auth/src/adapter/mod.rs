@@ -286,7 +286,7 @@ fn handle(vm: &Shared, now: u64, can_wait: bool) -> Handled {
 }
 
 fn decide_and_apply(vm: &Shared, now: u64, can_wait: bool) -> Handled {
-    // Borrowed from the shared copy; let go of before `apply` writes, so no write copies it.
+    // Borrowed from the shared copy; let go of before `let_through` writes, so no write copies it.
     let headers = request_headers();
     let text = |name| headers.text(name).unwrap_or_default();
     let method = text(":method");
