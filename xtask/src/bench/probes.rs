@@ -2,7 +2,7 @@
 //! their instruction counts (`--instructions`) split a wasm filter's cost in Envoy into its parts:
 //! the stream context, a callback, a host call, a request-header write, and the other host calls
 //! our filters make per request (reading the request headers, shared data, a property, response
-//! headers).
+//! headers), and what writing the whole request-header map at once would cost instead.
 //!
 //! They are written in the WebAssembly text format, without an SDK: every export and every host
 //! call is in plain sight, and nothing else runs. The benchmark compiles them (with the `wat`
@@ -45,7 +45,7 @@ const fn on_request(id: &'static str, title: &'static str, body: &'static str) -
     }
 }
 
-pub const PROBES: [Probe; 11] = [
+pub const PROBES: [Probe; 12] = [
     Probe {
         id: "P-context",
         title: "probe: a wasm filter with no callback of its own (the stream context alone)",
@@ -81,6 +81,12 @@ pub const PROBES: [Probe; 11] = [
         "P-read-map",
         "probe: + 1 read of the whole request-header map (proxy_get_header_map_pairs)",
         "(call $read_map)",
+    ),
+    on_request(
+        "P-set-map",
+        "probe: P-read-map + 1 write of the whole request-header map, the same pairs back \
+         (proxy_set_header_map_pairs)",
+        "(call $read_map) (call $write_map)",
     ),
     on_request(
         "P-shared-10",
@@ -129,6 +135,7 @@ pub fn wat(probe: &Probe) -> String {
   (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_pairs" (func $pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_shared_data" (func $get_shared (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
@@ -166,6 +173,9 @@ pub fn wat(probe: &Probe) -> String {
       (br_if $again (local.get $n))))
   (func $read_map
     (drop (call $pairs (i32.const 0) (i32.const {RETURNS_AT}) (i32.const {returns_4}))))
+  (func $write_map
+    (drop (call $set_pairs (i32.const 0) (i32.load (i32.const {RETURNS_AT}))
+      (i32.load (i32.const {returns_4})))))
   (func $shared (param $n i32)
     (loop $again
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
