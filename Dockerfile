@@ -3,7 +3,12 @@
 # the `build` stage; each service's image copies only what it runs.
 
 FROM rust:1.95-bookworm AS build
-RUN rustup target add wasm32-wasip1
+# binaryen: `xtask package` shrinks chain.wasm with its `wasm-opt` (docs/build-profile.md); the
+# bookworm release is the one the digests under deploy/ were made with.
+RUN rustup target add wasm32-wasip1 \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends binaryen \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # The filters are built by `xtask package`, the build `cargo xtask build` runs: the same profiles

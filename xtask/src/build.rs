@@ -51,9 +51,9 @@ fn build_wasm_with(profile: &str, packages: &[&str]) -> Result<()> {
     run(&mut wasm)
 }
 
-/// Builds the three filters, then the one-module chain, with the `wasm` profile (what Envoy loads) in one cargo run of
-/// their own, so their features never unify with another package's and the `.wasm` depends on
-/// the filters alone.
+/// Builds the three filters with the `wasm` profile (what Envoy loads) in one cargo run of their
+/// own, so their features never unify with another package's and the `.wasm` depends on the
+/// filters alone; then the one-module chain, with its own profile and binaryen's `wasm-opt` after.
 pub fn build_filters() -> Result<()> {
     ensure_wasm_target()?;
     build_wasm(&FILTERS.map(|(package, _)| package))?;
@@ -73,7 +73,8 @@ pub fn build_filters() -> Result<()> {
     for (_, stem) in FILTERS.into_iter().chain([CHAIN]) {
         trim_exports(stem)?;
     }
-    Ok(())
+    // Without it the chain is over the 1 MiB the filters keep to (docs/build-profile.md).
+    crate::shrink::shrink(&wasm_dir().join(&file))
 }
 
 /// Leaves out the exports of callbacks the module's filter does not handle (`exports`), so the

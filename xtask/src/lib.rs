@@ -14,5 +14,6 @@ pub mod paths;
 pub mod process;
 pub mod render;
 pub mod schemas;
+pub mod shrink;
 pub mod stack;
 pub mod tools;

@@ -167,6 +167,12 @@ fn the_images_contain_what_the_envoy_config_loads() {
     // The filters are built the way `cargo xtask build` builds them, not by plain cargo commands.
     assert!(dockerfile.contains("&& target/release/xtask package"));
     assert!(!dockerfile.contains("--target wasm32-wasip1"));
+    // ... which shrinks the chain with binaryen's wasm-opt: the build stage must have it.
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .find(|stage| stage.contains(" AS build\n"))
+        .unwrap();
+    assert!(build_stage.contains("apt-get install -y --no-install-recommends binaryen"));
     for binary in ["authz-service", "wasmgate-demo", "xtask"] {
         assert!(
             dockerfile.contains(&format!("target/release/{binary}")),
