@@ -33,7 +33,10 @@ const FEATURES: [&str; 6] = [
 
 /// Rewrites `path` with `wasm-opt -Oz`, installing binaryen from Debian if it is missing.
 pub fn shrink(path: &Path) -> Result<()> {
-    ensure_debian_commands(&[("wasm-opt", "binaryen")])?;
+    ensure_debian_commands(&[("wasm-opt", "binaryen")]).context(
+        "chain.wasm is shrunk with binaryen's `wasm-opt`, which is missing and could not be \
+         installed with apt-get: install binaryen (e.g. `brew install binaryen`) and build again",
+    )?;
     warn_on_other_version();
     // A new file, then a rename: the module is never half-written.
     let shrunk = path.with_extension("wasm-opt.wasm");
