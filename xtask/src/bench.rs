@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// (e.g. `--instructions B,C,D1`): exact where the timed rounds are noisy; see BENCHMARKS.md.
     #[arg(long, value_delimiter = ',')]
     instructions: Vec<String>,
+    /// With --instructions: also simulate the caches (valgrind's model of this CPU's) and report
+    /// the misses per request; about twice as slow.
+    #[arg(long, requires = "instructions")]
+    cache_sim: bool,
     /// Where to write latest.json and latest.md [default: bench/results].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -93,6 +97,7 @@ pub struct Options {
     pub scenarios: Vec<Scenario>,
     pub profile: Vec<Scenario>,
     pub instructions: Vec<Scenario>,
+    pub cache_sim: bool,
     pub authz: bool,
     pub build: bool,
     pub bin_dir: PathBuf,
@@ -145,6 +150,7 @@ impl Options {
             scenarios,
             profile: find_all(&args.profile)?,
             instructions: find_all(&args.instructions)?,
+            cache_sim: args.cache_sim,
             authz: !args.skip_authz,
             build: !args.no_build,
             bin_dir: if args.no_build {
@@ -362,7 +368,14 @@ pub fn run_with(options: &Options) -> Result<Written> {
     for s in &options.instructions {
         let path = run_dir.join(format!("{}.yaml", s.id));
         fs::write(&path, configs::render(s, &values, &filters)?)?;
-        let counted = instructions::count(s, &path, &settings, &run_dir, INSTRUCTION_WINDOWS);
+        let counted = instructions::count(
+            s,
+            &path,
+            &settings,
+            &run_dir,
+            INSTRUCTION_WINDOWS,
+            options.cache_sim,
+        );
         match &counted {
             Ok(c) => println!(
                 "bench: instructions {:>15}: {} per request",
@@ -673,8 +686,8 @@ mod tests {
     fn smoke_run_reports_every_configuration_without_errors() {
         let out = std::env::temp_dir().join(format!("wasmgate-bench-smoke-{}", std::process::id()));
         let out_arg = out.display().to_string();
-        // One probe's instructions are counted too: it runs Envoy, V8 and a wasm module under
-        // valgrind, the whole of that path.
+        // One probe's instructions are counted too, with the cache simulation: it runs Envoy, V8
+        // and a wasm module under valgrind, the whole of that path.
         let options = Options::from_args(&args(&[
             "--smoke",
             "--no-build",
@@ -682,6 +695,7 @@ mod tests {
             &out_arg,
             "--instructions",
             "P-replace-1",
+            "--cache-sim",
         ]))
         .unwrap();
         let written = run_with(&options).unwrap();
@@ -721,6 +735,12 @@ mod tests {
             let (jit, window) = (jit.as_f64().unwrap(), window.as_f64().unwrap());
             assert!(jit > 10.0 && jit < window / 4.0, "{counted}");
         }
+        // Envoy's code for a request does not fit the first-level caches: every request misses
+        // them, hundreds of times.
+        let misses = &counted["misses_per_request"];
+        assert!(misses["i1"]["min"].as_f64().unwrap() > 100.0, "{counted}");
+        assert!(misses["d1"]["min"].as_f64().unwrap() > 100.0, "{counted}");
+        assert!(misses["ll"]["min"].as_f64().unwrap() >= 0.0, "{counted}");
         let authz = &written.json["authz_service"];
         assert!(authz["error"].is_null(), "{}", authz["error"]);
         assert_eq!(authz["client_secret_rounds"][0]["errors"], 0, "{authz}");

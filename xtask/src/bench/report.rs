@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::bench::configs::Scenario;
-use crate::bench::instructions::Count;
+use crate::bench::instructions::{Count, Misses};
 use crate::bench::measure::Measurement;
 use crate::bench::stats::{Spread, ratio};
 use crate::bench::wrk::Outcome;
@@ -50,6 +50,19 @@ impl InstructionRuns {
 
     fn jit_per_request(&self) -> Option<Spread> {
         Spread::of(&self.count.as_ref().ok()?.jit_per_request)
+    }
+
+    /// One kind of simulated cache miss per request, over the windows (`None` without the cache
+    /// simulation).
+    fn misses(&self, kind: impl Fn(&Misses) -> f64) -> Option<Spread> {
+        let count = self.count.as_ref().ok()?;
+        Spread::of(
+            &count
+                .misses_per_request
+                .iter()
+                .map(kind)
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -486,6 +499,15 @@ impl Report<'_> {
                         "windows": c.per_request,
                         "jit_windows": c.jit_per_request,
                         "requests": c.requests,
+                        "misses_per_request": if c.misses_per_request.is_empty() {
+                            Value::Null
+                        } else {
+                            json!({
+                                "i1": r.misses(|m| m.i1).map_or(Value::Null, Spread::to_json),
+                                "d1": r.misses(|m| m.d1).map_or(Value::Null, Spread::to_json),
+                                "ll": r.misses(|m| m.ll).map_or(Value::Null, Spread::to_json),
+                            })
+                        },
                     }),
                     Err(e) => json!({ "id": r.scenario.id, "error": e }),
                 }
@@ -526,6 +548,36 @@ impl Report<'_> {
                     let _ = writeln!(md, "| **{}** | failed: {e} | – | – | – |", r.scenario.id);
                 }
             }
+        }
+        self.misses_markdown(md);
+    }
+
+    /// The simulated cache misses per request, when the run simulated them (`--cache-sim`).
+    fn misses_markdown(&self, md: &mut String) {
+        let simulated: Vec<&InstructionRuns> = self
+            .instructions
+            .iter()
+            .filter(|r| r.misses(|m| m.i1).is_some())
+            .collect();
+        if simulated.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "\nSimulated cache misses per request (`--cache-sim`: valgrind's model of this CPU's \
+             first-level instruction and data caches and its last-level cache, the process alone \
+             on them): how much code and data a request walks through, not what a miss costs.\n\n\
+             | config | L1 instruction misses | L1 data misses | last-level misses |\n|---|---|---|---|"
+        );
+        for r in simulated {
+            let _ = writeln!(
+                md,
+                "| **{}** | {} | {} | {} |",
+                r.scenario.id,
+                cell(r.misses(|m| m.i1), 0),
+                cell(r.misses(|m| m.d1), 0),
+                cell(r.misses(|m| m.ll), 0)
+            );
         }
     }
 }
@@ -719,6 +771,7 @@ mod tests {
                 per_request: windows.to_vec(),
                 jit_per_request: windows.iter().map(|w| w / 10.0).collect(),
                 requests: vec![1000; windows.len()],
+                misses_per_request: Vec::new(),
             }),
         };
         let instructions = vec![
@@ -752,5 +805,43 @@ mod tests {
         );
         assert!(md.contains("| **D** | failed: Envoy exited |"), "{md}");
         assert_eq!(d1["jit_windows"], json!([22_000.0, 22_020.0]));
+        // Without the cache simulation there are no misses, in neither report.
+        assert!(d1["misses_per_request"].is_null());
+        assert!(!md.contains("Simulated cache misses"), "{md}");
+    }
+
+    #[test]
+    fn simulated_misses_get_a_table_of_their_own() {
+        let misses = |i1: f64| Misses {
+            i1,
+            d1: 2.0 * i1,
+            ll: 10.0,
+        };
+        let instructions = vec![InstructionRuns {
+            scenario: find("F-bearer-auth").unwrap(),
+            count: Ok(Count {
+                per_request: vec![230_000.0, 230_400.0],
+                jit_per_request: vec![14_000.0, 14_000.0],
+                requests: vec![1000, 1000],
+                misses_per_request: vec![misses(800.0), misses(820.0)],
+            }),
+        }];
+        let info = info();
+        let authz = AuthzRuns::default();
+        let r = Report {
+            info: &info,
+            scenarios: &[],
+            instructions: &instructions,
+            authz: &authz,
+        };
+        let json = r.json();
+        let counted = &json["instructions"][0]["misses_per_request"];
+        assert_eq!(counted["i1"]["median"], json!(810.0));
+        assert_eq!(counted["d1"]["max"], json!(1640.0));
+        let md = r.markdown();
+        assert!(
+            md.contains("| **F-bearer-auth** | 810<br>(800–820) | 1620<br>(1600–1640) | 10 |"),
+            "{md}"
+        );
     }
 }
