@@ -763,6 +763,19 @@ mod tests {
         );
     }
 
+    /// The JSON and Markdown reports of a run that only counted instructions.
+    fn instructions_only(instructions: &[InstructionRuns]) -> (Value, String) {
+        let info = info();
+        let authz = AuthzRuns::default();
+        let r = Report {
+            info: &info,
+            scenarios: &[],
+            instructions,
+            authz: &authz,
+        };
+        (r.json(), r.markdown())
+    }
+
     #[test]
     fn instruction_counts_are_given_over_b_and_in_units_of_c() {
         let counted = |id: &str, windows: &[f64]| InstructionRuns {
@@ -783,22 +796,13 @@ mod tests {
                 count: Err("Envoy exited".to_owned()),
             },
         ];
-        let info = info();
-        let authz = AuthzRuns::default();
-        let r = Report {
-            info: &info,
-            scenarios: &[],
-            instructions: &instructions,
-            authz: &authz,
-        };
-        let json = r.json();
+        let (json, md) = instructions_only(&instructions);
         let d1 = &json["instructions"][2];
         // B's median is 160,050: D1 adds 60,050, C 19,950, so D1 costs 3.01 × what C adds.
         assert_eq!(d1["over_B"], json!(60_050.0));
         assert!((d1["over_B_in_units_of_C"].as_f64().unwrap() - 3.01).abs() < 0.001);
         assert!(json["instructions"][0]["over_B"].is_null());
         assert_eq!(json["instructions"][3]["error"], "Envoy exited");
-        let md = r.markdown();
         assert!(
             md.contains("| 220100<br>(220000–220200) | 60050 | 3.01 | 22010<br>(22000–22020) |"),
             "{md}"
@@ -826,19 +830,10 @@ mod tests {
                 misses_per_request: vec![misses(800.0), misses(820.0)],
             }),
         }];
-        let info = info();
-        let authz = AuthzRuns::default();
-        let r = Report {
-            info: &info,
-            scenarios: &[],
-            instructions: &instructions,
-            authz: &authz,
-        };
-        let json = r.json();
+        let (json, md) = instructions_only(&instructions);
         let counted = &json["instructions"][0]["misses_per_request"];
         assert_eq!(counted["i1"]["median"], json!(810.0));
         assert_eq!(counted["d1"]["max"], json!(1640.0));
-        let md = r.markdown();
         assert!(
             md.contains("| **F-bearer-auth** | 810<br>(800–820) | 1620<br>(1600–1640) | 10 |"),
             "{md}"
