@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 
 use super::{Client, IssuedToken, KeyRecord, Result, Storage, StorageError, User};
 
@@ -65,7 +65,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct SqliteStorage {
-    // One connection: SQLite serialises writers anyway, and our statements are short.
+    // One connection: SQLite serialises writers anyway, and our statements are short. Every
+    // token request holds it, so the statements a token takes (the client, the signing keys, the
+    // issued token; the assertion's `jti`; introspection's lookup; a login's user) are prepared
+    // once and kept by the connection (`prepare_cached`) instead of parsed again each time.
     conn: Mutex<Connection>,
 }
 
@@ -109,6 +112,27 @@ impl SqliteStorage {
         Ok(SqliteStorage {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// The one row `sql` selects, if any, through the connection's cache of prepared statements.
+    fn cached_row<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        row: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        let conn = self.conn();
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.query_row(params, row).optional())
+            .map_err(db)
+    }
+
+    /// Runs `sql` through the connection's cache of prepared statements; the rows it changed.
+    fn cached_execute(&self, sql: &str, params: impl Params) -> Result<usize> {
+        let conn = self.conn();
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params))
+            .map_err(db)
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -234,15 +258,8 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 impl Storage for SqliteStorage {
     fn client(&self, id: &str) -> Result<Option<Client>> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1"),
-                [id],
-                client_row,
-            )
-            .optional()
-            .map_err(db)?;
+        let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1");
+        let row = self.cached_row(&sql, [id], client_row)?;
         row.map(client_from_row).transpose()
     }
 
@@ -298,20 +315,17 @@ impl Storage for SqliteStorage {
     }
 
     fn user(&self, username: &str) -> Result<Option<User>> {
-        self.conn()
-            .query_row(
-                "SELECT username, password_hash, created_at FROM users WHERE username = ?1",
-                [username],
-                |r| {
-                    Ok(User {
-                        username: r.get(0)?,
-                        password_hash: r.get(1)?,
-                        created_at: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(db)
+        self.cached_row(
+            "SELECT username, password_hash, created_at FROM users WHERE username = ?1",
+            [username],
+            |r| {
+                Ok(User {
+                    username: r.get(0)?,
+                    password_hash: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            },
+        )
     }
 
     fn insert_user(&self, u: &User) -> Result<()> {
@@ -361,7 +375,7 @@ impl Storage for SqliteStorage {
         // previous one was made ties with it: insertion order (rowid) breaks the tie, so the
         // newest key signs, never a random one of the two.
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT k.kid, k.alg, k.private_der, k.public_jwk, k.created_at, k.activates_at,
                         (SELECT MAX(t.expires_at) FROM issued_tokens t WHERE t.kid = k.kid)
                  FROM signing_keys k ORDER BY k.activates_at, k.created_at, k.rowid",
@@ -414,55 +428,47 @@ impl Storage for SqliteStorage {
 
     fn consume_jti(&self, issuer: &str, jti: &str, expires_at: i64) -> Result<bool> {
         // The primary key makes this atomic: a second insert of the pair changes nothing.
-        let n = self
-            .conn()
-            .execute(
-                "INSERT OR IGNORE INTO used_jtis (issuer, jti, expires_at) VALUES (?1, ?2, ?3)",
-                params![issuer, jti, expires_at],
-            )
-            .map_err(db)?;
+        let n = self.cached_execute(
+            "INSERT OR IGNORE INTO used_jtis (issuer, jti, expires_at) VALUES (?1, ?2, ?3)",
+            params![issuer, jti, expires_at],
+        )?;
         Ok(n == 1)
     }
 
     fn record_token(&self, t: &IssuedToken) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO issued_tokens (jti, kid, client_id, subject, scope, issued_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    t.jti,
-                    t.kid,
-                    t.client_id,
-                    t.subject,
-                    t.scope,
-                    t.issued_at,
-                    t.expires_at
-                ],
-            )
-            .map_err(db)?;
+        self.cached_execute(
+            "INSERT INTO issued_tokens (jti, kid, client_id, subject, scope, issued_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                t.jti,
+                t.kid,
+                t.client_id,
+                t.subject,
+                t.scope,
+                t.issued_at,
+                t.expires_at
+            ],
+        )?;
         Ok(())
     }
 
     fn issued_token(&self, jti: &str) -> Result<Option<IssuedToken>> {
-        self.conn()
-            .query_row(
-                "SELECT jti, kid, client_id, subject, scope, issued_at, expires_at
-                 FROM issued_tokens WHERE jti = ?1",
-                [jti],
-                |r| {
-                    Ok(IssuedToken {
-                        jti: r.get(0)?,
-                        kid: r.get(1)?,
-                        client_id: r.get(2)?,
-                        subject: r.get(3)?,
-                        scope: r.get(4)?,
-                        issued_at: r.get(5)?,
-                        expires_at: r.get(6)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(db)
+        self.cached_row(
+            "SELECT jti, kid, client_id, subject, scope, issued_at, expires_at
+             FROM issued_tokens WHERE jti = ?1",
+            [jti],
+            |r| {
+                Ok(IssuedToken {
+                    jti: r.get(0)?,
+                    kid: r.get(1)?,
+                    client_id: r.get(2)?,
+                    subject: r.get(3)?,
+                    scope: r.get(4)?,
+                    issued_at: r.get(5)?,
+                    expires_at: r.get(6)?,
+                })
+            },
+        )
     }
 
     fn secret_setting(&self, name: &str, make: &dyn Fn() -> Vec<u8>) -> Result<Vec<u8>> {
