@@ -120,9 +120,9 @@ pub fn count(
         let dump = dump_path(&out, window);
         let text = wait_for_dump(&dump)?;
         let per_request = |n: u64| n as f64 / outcome.requests as f64;
-        counted
-            .per_request
-            .push(per_request(total(&text).unwrap_or(0)));
+        counted.per_request.push(per_request(
+            total(&text).context("a dump without its total")?,
+        ));
         counted
             .jit_per_request
             .push(per_request(jit::jit_instructions(&text)));
@@ -184,23 +184,20 @@ fn wait_for_dump(dump: &Path) -> Result<String> {
 /// (Callgrind leaves out trailing zero columns, so the line may hold fewer numbers than there are
 /// events, never more.)
 fn is_complete(dump: &str) -> bool {
-    let events = dump
-        .lines()
-        .find_map(|l| l.strip_prefix("events:"))
-        .map_or(0, |e| e.split_whitespace().count());
-    let totals = dump
-        .lines()
-        .find_map(|l| l.strip_prefix("totals:"))
-        .map(|t| t.split_whitespace().count());
-    dump.ends_with('\n') && totals.is_some_and(|n| n > 0 && n <= events)
+    let events = line(dump, "events:").map_or(0, |e| e.split_whitespace().count());
+    let totals = line(dump, "totals:").map_or(0, |t| t.split_whitespace().count());
+    dump.ends_with('\n') && total(dump).is_some() && totals <= events
+}
+
+/// The rest of the dump's first line that starts with `key` (`events:`, `totals:`).
+fn line<'d>(dump: &'d str, key: &str) -> Option<&'d str> {
+    dump.lines().find_map(|l| l.strip_prefix(key))
 }
 
 /// The instructions a dump counted: its `totals:` line, written last (`summary:` in older
 /// versions holds the same number).
 fn total(dump: &str) -> Option<u64> {
-    dump.lines()
-        .find_map(|l| l.strip_prefix("totals:"))
-        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+    line(dump, "totals:").and_then(|n| n.split_whitespace().next()?.parse().ok())
 }
 
 /// Whole-dump miss counts, in the units of the dump (not yet per request).
@@ -213,14 +210,8 @@ struct MissTotals {
 /// The simulated misses of a dump, from its `events:` line and its `totals:` line; `None`
 /// without the cache simulation (the events are then `Ir` alone).
 fn misses(dump: &str) -> Option<MissTotals> {
-    let events: Vec<&str> = dump
-        .lines()
-        .find_map(|l| l.strip_prefix("events:"))?
-        .split_whitespace()
-        .collect();
-    let totals: Vec<u64> = dump
-        .lines()
-        .find_map(|l| l.strip_prefix("totals:"))?
+    let events: Vec<&str> = line(dump, "events:")?.split_whitespace().collect();
+    let totals: Vec<u64> = line(dump, "totals:")?
         .split_whitespace()
         .map(|n| n.parse().ok())
         .collect::<Option<_>>()?;
