@@ -607,7 +607,7 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
     Ok(ports)
 }
 
-/// CPU model, usable cores, memory and kernel, for the report.
+/// CPU model, usable cores, memory, kernel and its huge-page mode, for the report.
 fn machine() -> String {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -623,8 +623,9 @@ fn machine() -> String {
         .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or("?".to_owned(), |kb| format!("{:.1}", kb / 1024.0 / 1024.0));
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let thp = procstat::transparent_huge_pages().unwrap_or_else(|| "unknown".to_owned());
     format!(
-        "{model}, {} usable CPUs, {mem_gib} GiB RAM, Linux {}",
+        "{model}, {} usable CPUs, {mem_gib} GiB RAM, Linux {}, transparent huge pages: {thp}",
         procstat::allowed_cpus().len(),
         kernel.trim()
     )

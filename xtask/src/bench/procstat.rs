@@ -96,6 +96,21 @@ pub fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// The kernel's transparent-huge-page mode (`always`, `madvise` or `never`): part of the machine
+/// a run measured, like its CPU, and one that may move wasm's time and native code's differently
+/// (BENCHMARKS.md, "Huge pages").
+pub fn transparent_huge_pages() -> Option<String> {
+    let text = fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    selected_mode(&text).map(str::to_owned)
+}
+
+/// `always [madvise] never` → `madvise`: sysfs marks the selected choice with brackets.
+fn selected_mode(choices: &str) -> Option<&str> {
+    choices
+        .split_whitespace()
+        .find_map(|c| c.strip_prefix('[')?.strip_suffix(']'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +141,13 @@ mod tests {
             })
         );
         assert_eq!(parse_memory("Name: x\n"), None);
+    }
+
+    #[test]
+    fn the_bracketed_choice_is_the_selected_mode() {
+        assert_eq!(selected_mode("always [madvise] never\n"), Some("madvise"));
+        assert_eq!(selected_mode("[always] madvise never"), Some("always"));
+        assert_eq!(selected_mode("always madvise never"), None);
     }
 
     #[test]
