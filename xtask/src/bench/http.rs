@@ -37,11 +37,52 @@ pub fn request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("no complete answer from {addr}"))?;
+    let raw =
+        read_message(&mut stream).with_context(|| format!("no complete answer from {addr}"))?;
     parse_response(&raw)
+}
+
+/// Reads one response, up to its end as its head declares it, without waiting for the close
+/// that `connection: close` asks for: Envoy closes a connection after a local reply (a
+/// `direct_response`, a filter's 401) only once its delayed-close timeout of 1 s has passed, and
+/// a probe that waited for that would time the timeout, not the answer.
+fn read_message(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if message_complete(&raw) {
+            return Ok(raw);
+        }
+    }
+}
+
+/// Whether `raw` holds a whole response: its head, and all of a body sized by `content-length`
+/// or ended by chunked encoding's last chunk. A body delimited by the close only ends at EOF.
+fn message_complete(raw: &[u8]) -> bool {
+    let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let body = &raw[head_end + 4..];
+    let header = |wanted: &str| {
+        head.lines().skip(1).find_map(|l| {
+            l.split_once(':')
+                .filter(|(n, _)| n.trim().eq_ignore_ascii_case(wanted))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        return body.starts_with(b"0\r\n\r\n") || body.windows(7).any(|w| w == b"\r\n0\r\n\r\n");
+    }
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(length) => body.len() >= length,
+        None => false,
+    }
 }
 
 fn parse_response(raw: &[u8]) -> Result<Response> {
@@ -107,6 +148,48 @@ mod tests {
         assert_eq!((r.status, r.body.as_str()), (401, "abcde"));
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_message_ends_where_its_head_says() {
+        assert!(!message_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"
+        ));
+        assert!(!message_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n["
+        ));
+        assert!(message_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]"
+        ));
+        assert!(message_complete(
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
+        ));
+        let chunked =
+            b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        assert!(!message_complete(chunked));
+        assert!(message_complete(&[&chunked[..], b"0\r\n\r\n"].concat()));
+        // Neither length nor chunks: the close ends it.
+        assert!(!message_complete(b"HTTP/1.0 200 OK\r\n\r\nbody"));
+    }
+
+    #[test]
+    fn an_answer_is_read_without_waiting_for_the_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let server = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]")
+                .unwrap();
+            // Like Envoy after a local reply: the connection stays open until the client is done.
+            held.recv().unwrap();
+        });
+        let r = request(addr, "GET", "/", &[], "", Duration::from_secs(30)).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "[]"));
+        release.send(()).unwrap();
+        server.join().unwrap();
     }
 
     #[test]
