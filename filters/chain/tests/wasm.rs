@@ -387,13 +387,39 @@ fn profile_loop() {
     let signer = Signer::new();
     let mut vm = ready(&host, &signer, 1_000_000_000);
     let auth = signer.bearer(&host);
-    let n: u32 = std::env::var("PROFILE_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    for _ in 0..n {
+    for _ in 0..profile_requests() {
         let_through(&mut vm, &auth);
     }
+}
+
+/// Not a test: the same loop through bearer-auth's own module, for its share of the work
+/// (BENCHMARKS.md, "Our own code, function by function").
+#[test]
+#[ignore = "a profiling loop, run by hand"]
+fn profile_loop_bearer_auth_alone() {
+    let module = FilterModule::from_file(filter_wasm("bearer-auth").unwrap()).unwrap();
+    let host = Host::new(&module);
+    let signer = Signer::new();
+    let mut vm = host.plugin(&bearer_auth().to_string()).unwrap();
+    vm.tick().unwrap();
+    assert_eq!(answer_jwks(&mut vm, &signer.jwks()), 1);
+    let auth = signer.bearer(&host);
+    for _ in 0..profile_requests() {
+        let mut s = vm.http_stream().unwrap();
+        let headers = get("/api/notes", Some(&auth));
+        assert_eq!(s.request_headers(&headers, true).unwrap(), Action::Continue);
+        s.response_headers(&[(":status", "200")], false).unwrap();
+        s.response_body(b"[]", true).unwrap();
+        s.finish().unwrap();
+    }
+}
+
+/// How many requests a profiling loop sends: `PROFILE_REQUESTS`, 100,000 by default.
+fn profile_requests() -> u32 {
+    std::env::var("PROFILE_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
 }
 
 /// One request with a good token, through to the end of its response.
