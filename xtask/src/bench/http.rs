@@ -69,20 +69,26 @@ fn message_complete(raw: &[u8]) -> bool {
     };
     let head = String::from_utf8_lossy(&raw[..head_end]);
     let body = &raw[head_end + 4..];
-    let header = |wanted: &str| {
-        head.lines().skip(1).find_map(|l| {
-            l.split_once(':')
-                .filter(|(n, _)| n.trim().eq_ignore_ascii_case(wanted))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-    };
-    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    if is_chunked(&head) {
         return body.starts_with(b"0\r\n\r\n") || body.windows(7).any(|w| w == b"\r\n0\r\n\r\n");
     }
-    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    match header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         Some(length) => body.len() >= length,
         None => false,
     }
+}
+
+/// The value of the first header called `name` (ASCII case-insensitive) in a response head.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().skip(1).find_map(|l| {
+        l.split_once(':')
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    })
+}
+
+fn is_chunked(head: &str) -> bool {
+    header(head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
 }
 
 fn parse_response(raw: &[u8]) -> Result<Response> {
@@ -96,13 +102,7 @@ fn parse_response(raw: &[u8]) -> Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("bad status line `{status_line}`"))?;
-    let chunked = head.lines().any(|l| {
-        l.split_once(':').is_some_and(|(n, v)| {
-            n.trim().eq_ignore_ascii_case("transfer-encoding")
-                && v.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    let body = if chunked {
+    let body = if is_chunked(head) {
         dechunk(body)?
     } else {
         body.to_owned()
