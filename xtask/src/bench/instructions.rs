@@ -66,6 +66,11 @@ pub struct Misses {
     pub d1: f64,
     /// Instruction fetches and data accesses that missed the last-level cache as well.
     pub ll: f64,
+    /// Of the first-level instruction misses, those in JIT code (`bench::jit`): our compiled
+    /// wasm and V8's wrappers around it. The rest are Envoy's and libc's.
+    pub i1_jit: f64,
+    /// Of the first-level data misses, those in JIT code.
+    pub d1_jit: f64,
 }
 
 /// Counts `scenario`'s instructions per request in `windows` windows of `settings.duration`, and
@@ -123,14 +128,17 @@ pub fn count(
         counted.per_request.push(per_request(
             total(&text).context("a dump without its total")?,
         ));
+        let jit = jit::jit_costs(&text);
         counted
             .jit_per_request
-            .push(per_request(jit::jit_instructions(&text)));
-        if let Some(misses) = misses(&text) {
+            .push(per_request(jit.get("Ir").unwrap_or(0)));
+        if let (Some(all), Some(in_jit)) = (misses(&text), misses_in(|e| jit.get(e))) {
             counted.misses_per_request.push(Misses {
-                i1: per_request(misses.i1),
-                d1: per_request(misses.d1),
-                ll: per_request(misses.ll),
+                i1: per_request(all.i1),
+                d1: per_request(all.d1),
+                ll: per_request(all.ll),
+                i1_jit: per_request(in_jit.i1),
+                d1_jit: per_request(in_jit.d1),
             });
         }
         counted.requests.push(outcome.requests);
@@ -216,10 +224,14 @@ fn misses(dump: &str) -> Option<MissTotals> {
         .map(|n| n.parse().ok())
         .collect::<Option<_>>()?;
     // A column left out at the end of the line is a zero.
-    let event = |name: &str| -> Option<u64> {
+    misses_in(|name| {
         let at = events.iter().position(|e| *e == name)?;
         Some(totals.get(at).copied().unwrap_or(0))
-    };
+    })
+}
+
+/// The misses out of a count of each event by name; `None` if it did not simulate the caches.
+fn misses_in(event: impl Fn(&str) -> Option<u64>) -> Option<MissTotals> {
     Some(MissTotals {
         i1: event("I1mr")?,
         d1: event("D1mr")?.checked_add(event("D1mw")?)?,

@@ -13,18 +13,40 @@ use std::collections::HashMap;
 /// Where JIT code starts: V8's code space lies above this, the Envoy binary below.
 const JIT_FROM: u64 = 1 << 32;
 
-/// The instructions of `dump` (a callgrind output file's text) that ran in JIT code.
-pub fn jit_instructions(dump: &str) -> u64 {
+/// What a dump counted in JIT code, event by event (`Ir` alone, or with the cache simulation the
+/// misses too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JitCosts {
+    /// The dump's events, in the order of its cost columns.
+    events: Vec<String>,
+    /// The sum of each column over JIT code.
+    sums: Vec<u64>,
+}
+
+impl JitCosts {
+    /// The sum of `event` in JIT code; `None` if the dump did not count that event.
+    pub fn get(&self, event: &str) -> Option<u64> {
+        let at = self.events.iter().position(|e| e == event)?;
+        Some(self.sums.get(at).copied().unwrap_or(0))
+    }
+}
+
+/// Sums every event column of `dump` (a callgrind output file's text) over the cost lines spent
+/// in JIT code: `get("Ir")` is the instructions that ran there.
+pub fn jit_costs(dump: &str) -> JitCosts {
     let mut objects = Names::default();
     let mut functions = Names::default();
     // How many position columns come before the costs (`positions: line` is one).
     let mut positions = 1;
     let mut in_jit = (false, false);
     let mut next_is_a_call = false;
-    let mut sum = 0u64;
+    let mut costs = JitCosts::default();
     for line in dump.lines() {
         if let Some(spec) = line.strip_prefix("positions:") {
             positions = spec.split_whitespace().count().max(1);
+        } else if let Some(spec) = line.strip_prefix("events:") {
+            costs.events = spec.split_whitespace().map(str::to_owned).collect();
+            costs.sums = vec![0; costs.events.len()];
         } else if let Some(spec) = line.strip_prefix("ob=") {
             in_jit.0 = objects.resolve(spec) == "???";
         } else if let Some(spec) = line.strip_prefix("fn=") {
@@ -40,11 +62,17 @@ pub fn jit_instructions(dump: &str) -> u64 {
             if std::mem::take(&mut next_is_a_call) || in_jit != (true, true) {
                 continue;
             }
-            let cost = line.split_whitespace().nth(positions);
-            sum = sum.saturating_add(cost.and_then(|n| n.parse().ok()).unwrap_or(0));
+            // Callgrind leaves out trailing zero columns.
+            for (sum, cost) in costs
+                .sums
+                .iter_mut()
+                .zip(line.split_whitespace().skip(positions))
+            {
+                *sum = sum.saturating_add(cost.parse().unwrap_or(0));
+            }
         }
     }
-    sum
+    costs
 }
 
 /// Callgrind's name compression: `(7) name` defines id 7, a later `(7)` means that name.
@@ -111,12 +139,37 @@ totals: 590
 ";
         // 0x306e2b46d660's own 40 + 30; not the 70 Envoy's call spent in it (counted there), not
         // the call from it to 0x628d840 (9, Envoy's code, low), nor libc's.
-        assert_eq!(jit_instructions(dump), 70);
+        assert_eq!(jit_costs(dump).get("Ir"), Some(70));
     }
 
     #[test]
     fn positions_with_instruction_addresses_shift_the_cost_column() {
-        let dump = "positions: instr line\nob=???\nfn=0x0000400000000000\n0x400000000010 7 25\n";
-        assert_eq!(jit_instructions(dump), 25);
+        let dump = "positions: instr line\nevents: Ir\nob=???\nfn=0x0000400000000000\n\
+                    0x400000000010 7 25\n";
+        assert_eq!(jit_costs(dump).get("Ir"), Some(25));
+    }
+
+    #[test]
+    fn every_event_is_summed_over_jit_code_and_trailing_zeros_may_be_left_out() {
+        let dump = "\
+positions: line
+events: Ir I1mr D1mr
+ob=(1) ???
+fn=(1) 0x0000400000000000
+0 100 7 3
++1 50 2
+fn=(2) 0x0000000000a00000
+0 900 40 30
+";
+        let costs = jit_costs(dump);
+        assert_eq!(costs.get("Ir"), Some(150));
+        assert_eq!(costs.get("I1mr"), Some(9));
+        assert_eq!(costs.get("D1mr"), Some(3));
+        assert_eq!(costs.get("DLmw"), None);
+        // A dump without an events line counts nothing.
+        assert_eq!(
+            jit_costs("ob=???\nfn=0x0000400000000000\n0 5\n").get("Ir"),
+            None
+        );
     }
 }
