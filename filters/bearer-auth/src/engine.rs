@@ -11,7 +11,7 @@ use wasmgate_filter_common::RequestInfo;
 use crate::cache::{CacheKey, TokenCache};
 use crate::challenge::Denial;
 use crate::config::{Config, JwksSource};
-use crate::extract::{Found, extract, strip_query_token};
+use crate::extract::{Found, bearer_candidate, extract, strip_query_token};
 use crate::jwks::KeySet;
 use crate::metrics::{Metric, Metrics};
 use crate::policy::Requirement;
@@ -153,6 +153,22 @@ impl Engine {
                 ..Allow::default()
             });
         }
+        let now = now_ms / 1000;
+        // A token this VM verified before is found by its bytes first, before extraction checks
+        // its syntax again: the cache only holds tokens that passed extraction and verification,
+        // and its key is a keyed 128-bit hash of the bytes, so a hit is the same token. This is
+        // the path of nearly every request, and the check it skips reads every byte of the token.
+        let forward = self.config.forward_authorization;
+        if let Some(identity) = cached_header_token(
+            &mut self.cache,
+            &self.verifier,
+            self.config.allow_query_token,
+            req,
+            now,
+        ) {
+            metrics.count(Metric::CacheHit);
+            return allow(requirement, identity, false, req, forward);
+        }
         let found = match extract(
             req.authorization,
             req.info.path,
@@ -162,7 +178,6 @@ impl Engine {
             Ok(None) => return Outcome::Deny(Denial::NoToken),
             Err(e) => return Outcome::Deny(Denial::InvalidRequest(e)),
         };
-        let now = now_ms / 1000;
         let keys = Keys {
             set: self.keys.as_deref(),
             remote: matches!(self.config.jwks, JwksSource::Remote(_)),
@@ -179,20 +194,53 @@ impl Engine {
             Ok(identity) => identity,
             Err(outcome) => return outcome,
         };
-        if let Requirement::Scopes(required) = requirement
-            && !identity.has_scopes(required)
-        {
-            return Outcome::Deny(Denial::InsufficientScope(required.clone()));
-        }
-        let forward = self.config.forward_authorization;
-        Outcome::Allow(Allow {
-            anonymous: false,
-            identity: Some(identity),
-            remove_authorization: !forward && matches!(found, Found::Header(_)),
-            new_path: (!forward && matches!(found, Found::Query(_)))
-                .then(|| strip_query_token(req.info.path)),
-        })
+        let from_query = matches!(found, Found::Query(_));
+        allow(requirement, identity, from_query, req, forward)
     }
+}
+
+/// The identity cached for the `Authorization: Bearer` token, looked up without checking the
+/// token's syntax. Only where the header can be the one place a token is: with query tokens
+/// allowed, extraction must first rule out a second token.
+fn cached_header_token(
+    cache: &mut TokenCache,
+    verifier: &Verifier,
+    allow_query_token: bool,
+    req: &RequestView<'_>,
+    now: u64,
+) -> Option<Rc<Identity>> {
+    if allow_query_token {
+        return None;
+    }
+    let token = bearer_candidate(req.authorization?)?;
+    if token.len() > verifier.max_token_bytes() {
+        return None;
+    }
+    let hash = cache.hash(token);
+    cache.get(&hash, now)
+}
+
+/// Lets a request through with the identity its token gave, if the rule's scopes are there. The
+/// token is stripped from where it was (the header, or the query when `from_query`) unless the
+/// config forwards it.
+fn allow(
+    requirement: &Requirement,
+    identity: Rc<Identity>,
+    from_query: bool,
+    req: &RequestView<'_>,
+    forward: bool,
+) -> Outcome {
+    if let Requirement::Scopes(required) = requirement
+        && !identity.has_scopes(required)
+    {
+        return Outcome::Deny(Denial::InsufficientScope(required.clone()));
+    }
+    Outcome::Allow(Allow {
+        anonymous: false,
+        identity: Some(identity),
+        remove_authorization: !forward && !from_query,
+        new_path: (!forward && from_query).then(|| strip_query_token(req.info.path)),
+    })
 }
 
 /// The key set a token is checked against, and whether more keys may come (a remote JWKS).
@@ -218,7 +266,7 @@ fn identity(
     if token.len() > verifier.max_token_bytes() {
         return Err(Outcome::Deny(Denial::InvalidToken(TokenError::TooLarge)));
     }
-    let hash = cache.hash(token);
+    let hash = cache.hash(token.as_bytes());
     if let Some(identity) = cache.get(&hash, now) {
         metrics.count(Metric::CacheHit);
         return Ok(identity);

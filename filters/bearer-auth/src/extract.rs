@@ -64,13 +64,21 @@ pub fn extract<'a>(
     }
 }
 
+/// The bytes after `Bearer ` (one space, the scheme in any case), unchecked: what a token in the
+/// shape nearly every client sends would be. Only for looking a token up among those verified
+/// before; everything else goes through `extract`.
+pub fn bearer_candidate(raw: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = raw.split_at_checked(BEARER_PREFIX.len())?;
+    scheme.eq_ignore_ascii_case(BEARER_PREFIX).then_some(token)
+}
+
+const BEARER_PREFIX: &[u8] = b"bearer ";
+
 /// The token in an `Authorization` value. The shape nearly every client sends, `Bearer <token>`
 /// with one space, is taken in one pass over the token; anything else goes the general way, which
 /// gives the same answer for that shape (a property test holds them to it).
 fn bearer_from_header(raw: &[u8]) -> Result<Option<&str>, RequestError> {
-    const PREFIX: &[u8] = b"bearer ";
-    if let Some((scheme, token)) = raw.split_at_checked(PREFIX.len())
-        && scheme.eq_ignore_ascii_case(PREFIX)
+    if let Some(token) = bearer_candidate(raw)
         && is_b64token_bytes(token)
         && let Ok(token) = std::str::from_utf8(token)
     {

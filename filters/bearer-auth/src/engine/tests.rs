@@ -188,6 +188,58 @@ fn second_use_of_a_token_hits_the_cache() {
 }
 
 #[test]
+fn a_cached_token_answers_as_the_checked_way_would() {
+    let s = Signer::new("k1");
+    let mut e = engine(r#", "forward_authorization": false"#, &s);
+    let t = s.token("demo");
+    let auth = format!("Bearer {t}");
+    let first = run(&mut e, "/api/notes", Some(&auth));
+    assert!(matches!(&first, Outcome::Allow(a) if a.remove_authorization));
+    // Found by its bytes, the same answer; another spelling of the scheme finds it too.
+    assert_eq!(run(&mut e, "/api/notes", Some(&auth)), first);
+    assert_eq!(
+        run(&mut e, "/api/notes", Some(&format!("BEARER {t}"))),
+        first
+    );
+    // Anything around the cached token is not that token: it goes the checked way and gets
+    // the checked way's answer.
+    for (auth, error) in [
+        (
+            format!("Bearer {t},Bearer {t}"),
+            RequestError::MultipleTokens,
+        ),
+        (format!("Bearer {t} x"), RequestError::BadTokenSyntax),
+    ] {
+        assert_eq!(
+            run(&mut e, "/api/notes", Some(&auth)),
+            Outcome::Deny(Denial::InvalidRequest(error)),
+            "{auth}"
+        );
+    }
+    // With two spaces or a trailing one the general parser still finds the token.
+    for auth in [format!("Bearer  {t}"), format!("Bearer {t} ")] {
+        assert_eq!(run(&mut e, "/api/notes", Some(&auth)), first, "{auth}");
+    }
+}
+
+#[test]
+fn with_query_tokens_allowed_a_cached_header_token_is_still_checked_for_a_second_token() {
+    let s = Signer::new("k1");
+    let mut e = engine(r#", "allow_query_token": true"#, &s);
+    let t = s.token("demo");
+    let auth = format!("Bearer {t}");
+    assert!(matches!(
+        run(&mut e, "/api/notes", Some(&auth)),
+        Outcome::Allow(_)
+    ));
+    let path = format!("/api/notes?access_token={t}");
+    assert_eq!(
+        run(&mut e, &path, Some(&auth)),
+        Outcome::Deny(Denial::InvalidRequest(RequestError::MultipleTokens))
+    );
+}
+
+#[test]
 fn cached_token_expires_with_the_token() {
     let s = Signer::new("k1");
     let mut e = engine(r#", "clock_skew_seconds": 0"#, &s);
