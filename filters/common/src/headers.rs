@@ -7,21 +7,41 @@
 //! it, reads them here instead.
 
 use std::borrow::Cow;
+use std::ops::Range;
+
+use smallvec::SmallVec;
 
 /// Header names and values as the host gave them (names lowercase in Envoy), in order.
 ///
 /// The bytes stay in the one buffer the host filled; entries are ranges into it, so a copy of
-/// the whole map costs one allocation however many headers it has. Values written later are
-/// appended to the buffer.
+/// the whole map costs one allocation however many headers it has. Names and values written
+/// later go to a second buffer. That buffer and the list of entries live inside the copy up to
+/// sizes that cover a usual request: growing the host's buffer for the first write, and a list on
+/// the heap, cost allocator calls on every request (BENCHMARKS.md, "Our own code").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderSnapshot {
-    bytes: Vec<u8>,
-    entries: Vec<Entry>,
+    buffers: Buffers,
+    entries: SmallVec<[Entry; INLINE_ENTRIES]>,
+}
+
+/// The two buffers as one range of positions: the host's bytes, then the written ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Buffers {
+    host: Vec<u8>,
+    written: SmallVec<[u8; INLINE_WRITTEN_BYTES]>,
 }
 
 /// How many headers a copy has room for beyond the request's own before it grows: bearer-auth
 /// adds three, route-rewrite two.
 const ROOM_FOR_WRITES: usize = 6;
+
+/// How many headers a copy holds before its list of entries moves to the heap: a request's own
+/// (the client's and the few Envoy adds) and the ones the filters write.
+const INLINE_ENTRIES: usize = 32;
+
+/// How many bytes of written names and values a copy holds before they move to the heap: what
+/// bearer-auth and route-rewrite write to one request, with room for long values.
+const INLINE_WRITTEN_BYTES: usize = 256;
 
 /// What writing a header takes, given the headers there are (`HeaderSnapshot::write_needed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +51,37 @@ pub enum WriteNeeded {
     Replace,
 }
 
-/// Where one header's name and value are in the buffer.
+/// Where one header's name and value are in the buffers (`Buffers::get`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    name: std::ops::Range<usize>,
-    value: std::ops::Range<usize>,
+    name: Range<usize>,
+    value: Range<usize>,
+}
+
+impl Buffers {
+    /// The bytes at `range`: in the host's buffer, or past its end in the written one.
+    fn get(&self, range: &Range<usize>) -> Option<&[u8]> {
+        let base = self.host.len();
+        if range.start < base {
+            self.host.get(range.clone())
+        } else {
+            self.written
+                .get(range.start.wrapping_sub(base)..range.end.wrapping_sub(base))
+        }
+    }
+
+    /// Copies a name and a value into the written buffer, for an entry.
+    fn append(&mut self, name: &[u8], value: &[u8]) -> Entry {
+        let base = self.host.len();
+        let name_start = base.saturating_add(self.written.len());
+        self.written.extend_from_slice(name);
+        let value_start = base.saturating_add(self.written.len());
+        self.written.extend_from_slice(value);
+        Entry {
+            name: name_start..value_start,
+            value: value_start..base.saturating_add(self.written.len()),
+        }
+    }
 }
 
 impl HeaderSnapshot {
@@ -52,23 +98,33 @@ impl HeaderSnapshot {
     /// lengths are not trusted: decoding stops at the first entry that does not fit.
     pub fn decode(bytes: Vec<u8>) -> Self {
         let entries = Self::entries(&bytes);
-        Self { bytes, entries }
+        Self {
+            buffers: Buffers {
+                host: bytes,
+                written: SmallVec::new(),
+            },
+            entries,
+        }
     }
 
-    fn entries(bytes: &[u8]) -> Vec<Entry> {
+    fn entries(bytes: &[u8]) -> SmallVec<[Entry; INLINE_ENTRIES]> {
         let u32_at = |at: usize| -> Option<usize> {
             let b = bytes.get(at..at.checked_add(4)?)?;
             let arr: [u8; 4] = b.try_into().ok()?;
             usize::try_from(u32::from_le_bytes(arr)).ok()
         };
+        let mut entries = SmallVec::new();
         let Some(count) = u32_at(0) else {
-            return Vec::new();
+            return entries;
         };
-        // Sized once, with room for the few headers a filter adds (an entry takes at least 10
-        // bytes of the encoding, so a count the bytes cannot hold does not reserve more): grown
-        // header by header it was reallocated three or four times on every request.
-        let mut entries =
-            Vec::with_capacity(count.min(bytes.len() / 10).saturating_add(ROOM_FOR_WRITES));
+        // A request with more headers than fit inline gets its list sized once, with room for
+        // the few headers the filters add (an entry takes at least 10 bytes of the encoding, so
+        // a count the bytes cannot hold does not reserve more): grown header by header it would
+        // be reallocated several times.
+        let needed = count.min(bytes.len() / 10).saturating_add(ROOM_FOR_WRITES);
+        if needed > INLINE_ENTRIES {
+            entries.reserve_exact(needed);
+        }
         let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
             return entries;
         };
@@ -108,12 +164,12 @@ impl HeaderSnapshot {
     /// value it is.
     pub fn value(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         let mut matching = self.matching(name);
-        let (_, first) = matching.next()?;
-        let Some((_, second)) = matching.next() else {
+        let first = matching.next()?;
+        let Some(second) = matching.next() else {
             return Some(Cow::Borrowed(first));
         };
         let mut joined = first.to_vec();
-        for value in std::iter::once(second).chain(matching.map(|(_, v)| v)) {
+        for value in std::iter::once(second).chain(matching) {
             joined.push(b',');
             joined.extend_from_slice(value);
         }
@@ -148,14 +204,22 @@ impl HeaderSnapshot {
     /// (a repeated name appears each time). Names that are not UTF-8 are skipped: no filter
     /// matches on them.
     pub fn names_starting_with(&self, prefix: &str) -> Vec<String> {
-        self.pairs()
-            .filter(|(n, _)| {
-                n.get(..prefix.len())
-                    .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
-            })
-            .filter_map(|(n, _)| std::str::from_utf8(n).ok())
-            .map(str::to_ascii_lowercase)
-            .collect()
+        let prefix = prefix.as_bytes();
+        let mut names = Vec::new();
+        // A plain loop over the names alone (bearer-auth runs this on every request); the
+        // comparison stops at the first byte that differs, so most names cost one.
+        for entry in &self.entries {
+            let Some(name) = self.buffers.get(&entry.name) else {
+                continue;
+            };
+            let starts = name
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix));
+            if starts && let Ok(name) = std::str::from_utf8(name) {
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+        names
     }
 
     /// What a replace (`Some`) or a removal (`None`) of `name` must do, in one pass over the
@@ -166,9 +230,7 @@ impl HeaderSnapshot {
         match (value, matching.next()) {
             (None, None) => WriteNeeded::Nothing,
             (Some(_), None) => WriteNeeded::Add,
-            (Some(v), Some((_, current)))
-                if current == v.as_bytes() && matching.next().is_none() =>
-            {
+            (Some(v), Some(current)) if current == v.as_bytes() && matching.next().is_none() => {
                 WriteNeeded::Nothing
             }
             _ => WriteNeeded::Replace,
@@ -185,8 +247,8 @@ impl HeaderSnapshot {
     /// now), and drops any later ones; a name not there yet goes at the end. The common case, one
     /// header replaced, moves no other entry.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        let bytes = &self.bytes;
-        let named = |e: &Entry| is_named(bytes, e, name);
+        let buffers = &self.buffers;
+        let named = |e: &Entry| is_named(buffers, e, name);
         let Some(value) = value else {
             self.entries.retain(|e| !named(e));
             return;
@@ -208,52 +270,57 @@ impl HeaderSnapshot {
                 keep
             });
         }
-        let entry = self.append(name.as_bytes(), value.as_bytes());
+        let entry = self.buffers.append(name.as_bytes(), value.as_bytes());
         if let Some(slot) = self.entries.get_mut(first) {
             *slot = entry;
         }
     }
 
+    /// Mirrors an add made through the host of a header `write_needed` found missing
+    /// (`WriteNeeded::Add`): `set` without looking for one to replace.
+    pub fn add_missing(&mut self, name: &str, value: &str) {
+        self.push(name.as_bytes(), value.as_bytes());
+    }
+
     /// Appends a header at the end.
     fn push(&mut self, name: &[u8], value: &[u8]) {
-        let entry = self.append(name, value);
+        let entry = self.buffers.append(name, value);
         self.entries.push(entry);
     }
 
-    /// Copies a name and a value into the buffer, for an entry.
-    fn append(&mut self, name: &[u8], value: &[u8]) -> Entry {
-        let name_start = self.bytes.len();
-        self.bytes.extend_from_slice(name);
-        let value_start = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        Entry {
-            name: name_start..value_start,
-            value: value_start..self.bytes.len(),
+    /// The values of the headers named `name`, in order.
+    fn matching<'s, 'n>(&'s self, name: &'n str) -> Matching<'s, 'n> {
+        Matching {
+            snapshot: self,
+            name,
+            next: 0,
         }
     }
+}
 
-    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries.iter().filter_map(|e| {
-            Some((
-                self.bytes.get(e.name.clone())?,
-                self.bytes.get(e.value.clone())?,
-            ))
-        })
-    }
+/// The values of the headers of one name (`HeaderSnapshot::matching`). A plain loop over the
+/// entries: every lookup of a request runs it over all its headers, and the chain of iterator
+/// adapters it replaces cost about twice the instructions per header in wasm.
+struct Matching<'s, 'n> {
+    snapshot: &'s HeaderSnapshot,
+    name: &'n str,
+    next: usize,
+}
 
-    fn matching<'s, 'n>(
-        &'s self,
-        name: &'n str,
-    ) -> impl Iterator<Item = (&'s [u8], &'s [u8])> + use<'s, 'n> {
-        self.entries
-            .iter()
-            .filter(move |e| is_named(&self.bytes, e, name))
-            .filter_map(|e| {
-                Some((
-                    self.bytes.get(e.name.clone())?,
-                    self.bytes.get(e.value.clone())?,
-                ))
-            })
+impl<'s> Iterator for Matching<'s, '_> {
+    type Item = &'s [u8];
+
+    fn next(&mut self) -> Option<&'s [u8]> {
+        let HeaderSnapshot { buffers, entries } = self.snapshot;
+        while let Some(entry) = entries.get(self.next) {
+            self.next = self.next.saturating_add(1);
+            if is_named(buffers, entry, self.name)
+                && let Some(value) = buffers.get(&entry.value)
+            {
+                return Some(value);
+            }
+        }
+        None
     }
 }
 
@@ -261,11 +328,38 @@ impl HeaderSnapshot {
 /// the headers: the lengths, at hand in the entry, rule out nearly all of them before any byte
 /// is compared, and a plain comparison, a fraction of the case-folding one in wasm, finds the
 /// name as Envoy spells it (lower case) and as filters ask for it.
-fn is_named(bytes: &[u8], entry: &Entry, name: &str) -> bool {
+/// Inlined: the length check must stay in the callers' loops, not behind a call per header.
+#[inline(always)]
+fn is_named(buffers: &Buffers, entry: &Entry, name: &str) -> bool {
     entry.name.len() == name.len()
-        && bytes
-            .get(entry.name.clone())
-            .is_some_and(|n| n == name.as_bytes() || n.eq_ignore_ascii_case(name.as_bytes()))
+        && buffers.get(&entry.name).is_some_and(|n| {
+            same_bytes(n, name.as_bytes()) || n.eq_ignore_ascii_case(name.as_bytes())
+        })
+}
+
+/// `a == b`, for the short strings header names are: up to 16 bytes as two words that may
+/// overlap, without the call to `memcmp`, which in wasm compares byte by byte (and was a tenth of
+/// bearer-auth's own instructions per request).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
+        4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        _ => a == b,
+    }
+}
+
+fn word8(bytes: &[u8], at: usize) -> Option<u64> {
+    let word = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(word.try_into().ok()?))
+}
+
+fn word4(bytes: &[u8], at: usize) -> Option<u32> {
+    let word = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(word.try_into().ok()?))
 }
 
 /// Bytes as text, without a copy when they are UTF-8 (as header values nearly always are).
@@ -383,6 +477,66 @@ mod tests {
         assert_eq!(s.names_starting_with(""), ["a", "b", "c"]);
         assert_eq!(s.get_text("b").as_deref(), Some("two"));
         assert_eq!(s.get_text("c").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn short_byte_strings_compare_like_slices() {
+        let all: Vec<Vec<u8>> = (0..=20usize)
+            .flat_map(|n| {
+                let base: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+                // The same bytes, and each position changed in turn.
+                std::iter::once(base.clone()).chain((0..n).map(move |i| {
+                    let mut other = base.clone();
+                    other[i] ^= 0x20;
+                    other
+                }))
+            })
+            .collect();
+        for a in &all {
+            for b in &all {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} against {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn adding_a_missing_header_is_a_set_without_the_search() {
+        let host = encode(&[(":path", "/"), ("x-a", "1")]);
+        let (mut added, mut set) = (
+            HeaderSnapshot::decode(host.clone()),
+            HeaderSnapshot::decode(host),
+        );
+        assert_eq!(added.write_needed("x-new", Some("n")), WriteNeeded::Add);
+        added.add_missing("x-new", "n");
+        set.set("x-new", Some("n"));
+        assert_eq!(added, set);
+        assert_eq!(added.get_text("x-new").as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn more_headers_and_written_bytes_than_fit_inline_read_back() {
+        let own: Vec<(String, String)> = (0..INLINE_ENTRIES + 8)
+            .map(|i| (format!("x-own-{i}"), format!("value {i}")))
+            .collect();
+        let pairs: Vec<(&str, &str)> = own.iter().map(|(n, v)| (&**n, &**v)).collect();
+        let mut s = HeaderSnapshot::decode(encode(&pairs));
+        let long = "w".repeat(INLINE_WRITTEN_BYTES);
+        for i in 0..INLINE_ENTRIES {
+            s.set(&format!("x-written-{i}"), Some(&format!("{long}{i}")));
+        }
+        s.set("x-own-3", Some("replaced"));
+        for (i, (name, value)) in own.iter().enumerate() {
+            let expected = if i == 3 { "replaced" } else { value.as_str() };
+            assert_eq!(s.get_text(name).as_deref(), Some(expected));
+        }
+        for i in 0..INLINE_ENTRIES {
+            let expected = format!("{long}{i}");
+            assert_eq!(
+                s.get_text(&format!("x-written-{i}")).as_deref(),
+                Some(&*expected)
+            );
+        }
+        assert_eq!(s.names_starting_with("x-").len(), 2 * INLINE_ENTRIES + 8);
     }
 
     #[test]

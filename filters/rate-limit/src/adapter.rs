@@ -169,9 +169,7 @@ fn log(level: LogLevel, line: &str) {
 /// Wall-clock nanoseconds, the clock every proxy-wasm host provides. A failure reads as 0, which
 /// the bucket treats as a backward step (no refill), never as a panic.
 fn now_ns() -> u64 {
-    clock::since_epoch()
-        .and_then(|d| u64::try_from(d.as_nanos()).ok())
-        .unwrap_or(0)
+    clock::nanos_since_epoch().unwrap_or(0)
 }
 
 /// The request as the engine sees it, borrowed from the request headers; `:method` and `:path`

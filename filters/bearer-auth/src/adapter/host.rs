@@ -18,7 +18,7 @@ pub(super) fn log(level: LogLevel, line: &str) {
 }
 
 pub(super) fn now_ms() -> u64 {
-    clock::since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    clock::nanos_since_epoch().map_or(0, |nanos| nanos / 1_000_000)
 }
 
 /// A number that tells this VM apart from the others as lease holder: random (WASI random_get

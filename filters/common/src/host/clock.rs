@@ -8,13 +8,10 @@
 //! a time on one thread.
 
 use std::cell::Cell;
-use std::time::{Duration, UNIX_EPOCH};
-
-use proxy_wasm::hostcalls;
 
 thread_local! {
     /// `Some` inside a scope: the instant read in it, if any yet.
-    static SCOPE: Cell<Option<Option<Duration>>> = const { Cell::new(None) };
+    static SCOPE: Cell<Option<Option<u64>>> = const { Cell::new(None) };
 }
 
 /// Runs `f` with one clock read shared by everything in it (scopes nest: an inner one reuses the
@@ -29,8 +26,8 @@ pub fn with_one_clock_read<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// The time since the Unix epoch; `None` if the host could not tell (or said it was before it).
-pub fn since_epoch() -> Option<Duration> {
+/// Nanoseconds since the Unix epoch, as the host gives them; `None` if the host could not tell.
+pub fn nanos_since_epoch() -> Option<u64> {
     match SCOPE.get() {
         Some(Some(read)) => Some(read),
         Some(None) => {
@@ -42,9 +39,16 @@ pub fn since_epoch() -> Option<Duration> {
     }
 }
 
-fn read_host_clock() -> Option<Duration> {
-    hostcalls::get_current_time()
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()
+/// The raw host call: the SDK's `get_current_time` turns the nanoseconds into a `SystemTime`,
+/// which the filters turned back into a number, a round trip through the standard library's time
+/// arithmetic (and 128-bit integers, library calls in wasm32) on every request.
+fn read_host_clock() -> Option<u64> {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    }
+    let mut nanos: u64 = 0;
+    // SAFETY: the host writes one u64 through the pointer, which points at a local.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
+    (status == 0).then_some(nanos)
 }

@@ -79,7 +79,11 @@ pub fn set_request_header(filter_name: &str, name: &str, value: Option<&str>) {
     }
     SNAPSHOT.with(|s| {
         if let Some(snap) = s.borrow_mut().as_mut() {
-            Rc::make_mut(snap).set(name, value);
+            let snap = Rc::make_mut(snap);
+            match (needed, value) {
+                (WriteNeeded::Add, Some(value)) => snap.add_missing(name, value),
+                _ => snap.set(name, value),
+            }
         }
     });
 }
