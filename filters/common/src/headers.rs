@@ -298,9 +298,9 @@ impl HeaderSnapshot {
     }
 }
 
-/// The values of the headers of one name (`HeaderSnapshot::matching`). A plain loop over the
-/// entries: every lookup of a request runs it over all its headers, and the chain of iterator
-/// adapters it replaces cost about twice the instructions per header in wasm.
+/// The values of the headers of one name (`HeaderSnapshot::matching`), found by a plain loop
+/// over the entries: every lookup runs it over all of a request's headers, with the length check
+/// first.
 struct Matching<'s, 'n> {
     snapshot: &'s HeaderSnapshot,
     name: &'n str,
@@ -338,8 +338,8 @@ fn is_named(buffers: &Buffers, entry: &Entry, name: &str) -> bool {
 }
 
 /// `a == b`, for the short strings header names are: up to 16 bytes as two words that may
-/// overlap, without the call to `memcmp`, which in wasm compares byte by byte (and was a tenth of
-/// bearer-auth's own instructions per request).
+/// overlap, without the call to `memcmp`, which in wasm compares byte by byte (and was about 8 %
+/// of bearer-auth's own instructions per request in the harness).
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
