@@ -40,8 +40,9 @@ const ROOM_FOR_WRITES: usize = 6;
 /// (the client's and the few Envoy adds) and the ones the filters write.
 const INLINE_ENTRIES: usize = 32;
 
-/// How many bytes of written names and values a copy holds before they move to the heap: what
-/// bearer-auth and route-rewrite write to one request, with room for long values.
+/// How many bytes of written names and values a copy holds before they move to the heap: the
+/// names bearer-auth and route-rewrite write to one request (about 100 bytes) and values of a few
+/// dozen bytes each; longer ones move to the heap.
 const INLINE_WRITTEN_BYTES: usize = 256;
 
 /// What writing a header takes, given the headers there are (`HeaderSnapshot::write_needed`).
