@@ -14,6 +14,7 @@ mod http;
 mod instructions;
 mod jit;
 mod measure;
+mod paired;
 mod probes;
 mod procstat;
 mod profile;
@@ -38,6 +39,7 @@ use xtask::tools::{ensure_debian_commands, output};
 use configs::{FilterConfigs, SCENARIOS, Scenario, Values, bench_dir};
 use cpus::Plan;
 use measure::{Paced, Settings};
+use paired::{Pacing, PairedRuns};
 use report::{AuthzRuns, InstructionRuns, Report, RunInfo, ScenarioRuns};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -69,6 +71,17 @@ pub struct BenchArgs {
     /// Use what is built already (target/release, or WASMGATE_BIN_DIR and WASMGATE_WASM_DIR).
     #[arg(long)]
     no_build: bool,
+    /// Also compare these configurations in paired bursts (e.g. `--paired F-jwt-authn,F-bearer-auth`):
+    /// their Envoys run at once and are driven in turn for a few seconds each, so a drift of the
+    /// machine falls on both sides of each ratio; ratios are to the first.
+    #[arg(long, value_delimiter = ',')]
+    paired: Vec<String>,
+    /// With --paired: how many cycles, each driving every paired configuration once.
+    #[arg(long, default_value_t = 15, requires = "paired")]
+    cycles: u32,
+    /// With --paired: seconds of load at saturation per configuration and cycle (whole seconds).
+    #[arg(long, default_value_t = 2.0, requires = "paired")]
+    burst: f64,
     /// Also profile these configurations with perf (e.g. `--profile D,C`): profile-<id>.txt.
     #[arg(long, value_delimiter = ',')]
     profile: Vec<String>,
@@ -95,6 +108,8 @@ pub struct Options {
     pub paced: Paced,
     pub connections: u32,
     pub scenarios: Vec<Scenario>,
+    pub paired: Vec<Scenario>,
+    pub pacing: Pacing,
     pub profile: Vec<Scenario>,
     pub instructions: Vec<Scenario>,
     pub cache_sim: bool,
@@ -136,6 +151,19 @@ impl Options {
         if args.connections == 0 {
             bail!("--connections must be at least 1");
         }
+        let paired = find_all(&args.paired)?;
+        let distinct: std::collections::BTreeSet<&str> = paired.iter().map(|s| s.id).collect();
+        if !paired.is_empty() && (paired.len() < 2 || distinct.len() != paired.len()) {
+            bail!("--paired needs at least two different configurations");
+        }
+        let (cycles, burst) = if args.smoke {
+            (1, 1.0)
+        } else {
+            (args.cycles, args.burst)
+        };
+        if cycles == 0 {
+            bail!("--cycles must be at least 1");
+        }
         Ok(Self {
             mode: if args.smoke { "smoke" } else { "full" },
             rounds,
@@ -148,6 +176,11 @@ impl Options {
             },
             connections: args.connections,
             scenarios,
+            paired,
+            pacing: Pacing {
+                cycles,
+                burst: secs(burst, "burst")?,
+            },
             profile: find_all(&args.profile)?,
             instructions: find_all(&args.instructions)?,
             cache_sim: args.cache_sim,
@@ -364,6 +397,42 @@ pub fn run_with(options: &Options) -> Result<Written> {
             runs.rounds.push(outcome.map_err(|e| format!("{e:#}")));
         }
     }
+    let paired = (!options.paired.is_empty()).then(|| {
+        let ids: Vec<&str> = options.paired.iter().map(|s| s.id).collect();
+        println!(
+            "bench: paired bursts of {}: {} cycle(s) of {:?} each",
+            ids.join(", "),
+            options.pacing.cycles,
+            options.pacing.burst
+        );
+        let cycles = paired::run(
+            &options.paired,
+            &values,
+            &filters,
+            &settings,
+            &run_dir,
+            options.pacing,
+        )
+        .map_err(|e| format!("{e:#}"));
+        match &cycles {
+            Ok(cycles) => {
+                for (n, cycle) in cycles.iter().enumerate() {
+                    let rates: Vec<String> = ids
+                        .iter()
+                        .zip(cycle)
+                        .map(|(id, b)| format!("{id} {:.0} req/s", b.saturation.rate()))
+                        .collect();
+                    println!("bench: paired cycle {}: {}", n + 1, rates.join(", "));
+                }
+            }
+            Err(e) => eprintln!("bench: paired bursts: FAILED: {e}"),
+        }
+        PairedRuns {
+            scenarios: options.paired.clone(),
+            pacing: options.pacing,
+            cycles,
+        }
+    });
     let mut counts = Vec::new();
     for s in &options.instructions {
         let path = run_dir.join(format!("{}.yaml", s.id));
@@ -477,6 +546,7 @@ pub fn run_with(options: &Options) -> Result<Written> {
     let report = Report {
         info: &info,
         scenarios: &results,
+        paired: paired.as_ref(),
         instructions: &counts,
         authz: &authz_runs,
     };
@@ -491,6 +561,7 @@ pub fn run_with(options: &Options) -> Result<Written> {
     // The run's logs and configs are only useful when something failed.
     let failed = results.iter().any(|r| r.rounds.iter().any(Result::is_err))
         || counts.iter().any(|c| c.count.is_err())
+        || paired.as_ref().is_some_and(|p| p.cycles.is_err())
         || authz_runs.error.is_some();
     if !failed {
         let _ = fs::remove_dir_all(&run_dir);
@@ -676,6 +747,18 @@ mod tests {
                 .any(|s| s.id == "P-context")
         );
         assert!(Options::from_args(&args(&["--rounds", "0"])).is_err());
+        // Paired bursts need two different configurations; a smoke run gives them one short cycle.
+        assert!(Options::from_args(&args(&["--paired", "B"])).is_err());
+        assert!(Options::from_args(&args(&["--paired", "B,b"])).is_err());
+        let o = Options::from_args(&args(&["--paired", "C,D1", "--cycles", "4"])).unwrap();
+        let ids: Vec<_> = o.paired.iter().map(|s| s.id).collect();
+        assert_eq!(
+            (ids.as_slice(), o.pacing.cycles),
+            (["C", "D1"].as_slice(), 4)
+        );
+        assert_eq!(o.pacing.burst, Duration::from_secs(2));
+        let o = Options::from_args(&args(&["--smoke", "--paired", "B,N"])).unwrap();
+        assert_eq!(o.pacing.cycles, 1);
         assert!(Options::from_args(&args(&["--duration", "0"])).is_err());
     }
 
@@ -697,6 +780,8 @@ mod tests {
             "--instructions",
             "P-replace-1",
             "--cache-sim",
+            "--paired",
+            "B,N",
         ]))
         .unwrap();
         let written = run_with(&options).unwrap();
@@ -711,6 +796,18 @@ mod tests {
             assert_eq!(r["saturation"]["errors"], 0, "{s}");
             assert!(r["fixed_rate"]["requests"].as_u64().unwrap() > 0, "{s}");
         }
+        // The paired bursts: both Envoys at once, one error-free burst each.
+        let paired = &written.json["paired"];
+        assert!(paired["error"].is_null(), "{paired}");
+        let results = paired["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2, "{paired}");
+        for r in results {
+            let bursts = r["bursts"].as_array().unwrap();
+            assert_eq!(bursts.len(), 1, "{paired}");
+            assert!(bursts[0]["requests"].as_u64().unwrap() > 0, "{paired}");
+            assert_eq!(bursts[0]["errors"], 0, "{paired}");
+        }
+        assert!(results[1]["ratio_to_base"]["of_medians"].as_f64().unwrap() > 0.0);
         let counted = &written.json["instructions"][0];
         assert_eq!(counted["id"], "P-replace-1", "{counted}");
         assert!(counted["error"].is_null(), "{counted}");

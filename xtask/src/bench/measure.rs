@@ -63,6 +63,11 @@ pub struct Measurement {
 }
 
 impl Settings {
+    /// The run's saturation load (its connections, as fast as Envoy answers) for `duration`.
+    pub fn saturation_load(&self, duration: Duration) -> Load {
+        self.load(duration, self.connections, None)
+    }
+
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.listen_port))
     }
@@ -101,7 +106,7 @@ pub fn measure(
     let pid = envoy.pid();
     let cpu_before = procstat::cpu_time_us(pid)?;
     let saturation = wrk::run(
-        &settings.load(settings.duration, settings.connections, None),
+        &settings.saturation_load(settings.duration),
         &settings.wrk_script,
     )
     .context("saturation run")?;
@@ -193,11 +198,6 @@ pub fn start_envoy(
     let warmup = settings.load(settings.warmup, settings.connections, None);
     wrk::run(&warmup, &settings.wrk_script).context("warm-up")?;
     Ok((envoy, first_200, log))
-}
-
-/// The saturation load of the run (for the profiler).
-pub fn saturation_load(settings: &Settings) -> Load {
-    settings.load(settings.duration, settings.connections, None)
 }
 
 /// Requests one after the other on one connection, as fast as Envoy answers, for the run's

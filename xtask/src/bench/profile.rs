@@ -40,7 +40,7 @@ pub fn profile(
         &label,
     )?;
     let data = run_dir.join(format!("perf-{}.data", scenario.id));
-    let load = measure::saturation_load(settings);
+    let load = settings.saturation_load(settings.duration);
     let seconds = load.duration.as_secs_f64();
     let mut perf = Command::new("perf")
         .args(["record", "-e", "cpu-clock", "-F", "999", "-o"])

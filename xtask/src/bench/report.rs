@@ -6,8 +6,11 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::bench::configs::Scenario;
+
+mod paired;
 use crate::bench::instructions::{Count, Misses};
 use crate::bench::measure::Measurement;
+use crate::bench::paired::{Burst, PairedRuns};
 use crate::bench::stats::{Spread, ratio};
 use crate::bench::wrk::Outcome;
 
@@ -97,6 +100,8 @@ pub struct RunInfo {
 pub struct Report<'a> {
     pub info: &'a RunInfo,
     pub scenarios: &'a [ScenarioRuns],
+    /// The paired bursts, when the run had them (`--paired`).
+    pub paired: Option<&'a PairedRuns>,
     pub instructions: &'a [InstructionRuns],
     pub authz: &'a AuthzRuns,
 }
@@ -117,8 +122,11 @@ struct Comparison {
     of_medians: Option<f64>,
     /// The ratio in each round both configurations completed. A round runs every configuration
     /// once, interleaved, so within a round the two were measured minutes apart at most; on a
-    /// noisy machine the ratio of the medians can pass where most rounds do not.
+    /// noisy machine the ratio of the medians can pass where most rounds do not. For paired
+    /// bursts, the ratio in each cycle (seconds apart).
     rounds: Vec<f64>,
+    /// What one of `rounds` is: a "round", or a "cycle" of paired bursts.
+    per: &'static str,
 }
 
 impl Comparison {
@@ -138,8 +146,11 @@ impl std::fmt::Display for Comparison {
         match Spread::of(&self.rounds) {
             Some(s) if self.rounds.len() > 1 => write!(
                 f,
-                " (round by round {:.3}–{:.3}, median {:.3})",
-                s.min, s.max, s.median
+                " ({per} by {per} {:.3}–{:.3}, median {:.3})",
+                s.min,
+                s.max,
+                s.median,
+                per = self.per
             ),
             _ => Ok(()),
         }
@@ -175,7 +186,28 @@ impl Report<'_> {
         Comparison {
             of_medians: median(a).zip(median(b)).and_then(|(x, y)| ratio(x, y)),
             rounds,
+            per: "round",
         }
+    }
+
+    /// `metric` of `a` against `b` in the paired bursts, if both were paired: the ratio of their
+    /// medians over the bursts, and the same ratio cycle by cycle.
+    fn compare_paired(
+        &self,
+        a: &str,
+        b: &str,
+        metric: impl Fn(&Burst) -> f64,
+    ) -> Option<Comparison> {
+        let p = self.paired?;
+        let (a, b) = (p.position(a)?, p.position(b)?);
+        let median = |i: usize| {
+            Spread::of(&p.bursts(i).iter().map(&metric).collect::<Vec<_>>()).map(|s| s.median)
+        };
+        Some(Comparison {
+            of_medians: median(a).zip(median(b)).and_then(|(x, y)| ratio(x, y)),
+            rounds: p.ratios(a, b, &metric),
+            per: "cycle",
+        })
     }
 
     /// The targets, each with what this run measured.
@@ -183,12 +215,27 @@ impl Report<'_> {
         let mut t = Vec::new();
         let rps = |a: &str, b: &str| self.compare(a, b, |m| m.saturation.rate());
         let p99 = |a: &str, b: &str| self.compare(a, b, |m| m.saturation.latency_us.p99);
-        let mut ratio_target = |name: &str, measured: Comparison, ok: &dyn Fn(f64) -> bool| {
+        let rps_paired = |a: &str, b: &str| self.compare_paired(a, b, |x| x.saturation.rate());
+        let p99_paired =
+            |a: &str, b: &str| self.compare_paired(a, b, |x| x.saturation.latency_us.p99);
+        let mut ratio_target = |name: &str,
+                                measured: Comparison,
+                                paired: Option<Comparison>,
+                                ok: &dyn Fn(f64) -> bool| {
             t.push(Target {
                 name: name.to_owned(),
                 met: measured.met(ok),
                 measured: measured.to_string(),
             });
+            // The same target measured in paired bursts is a row of its own: a different method,
+            // seconds apart instead of minutes.
+            if let Some(paired) = paired {
+                t.push(Target {
+                    name: format!("{name}, in paired bursts"),
+                    met: paired.met(ok),
+                    measured: paired.to_string(),
+                });
+            }
         };
         // D is the gateway's chain of three modules, D1 the same filters as one module's stages:
         // the targets are checked for both.
@@ -196,22 +243,26 @@ impl Report<'_> {
             ratio_target(
                 &format!("{d} ≥ 0.95 × C in req/s ({d}/C)"),
                 rps(d, "C"),
+                rps_paired(d, "C"),
                 &|v| v >= 0.95,
             );
             ratio_target(
                 &format!("{d}'s p99 ≤ 1.1 × C's p99 ({d}/C)"),
                 p99(d, "C"),
+                p99_paired(d, "C"),
                 &|v| v <= 1.1,
             );
             ratio_target(
                 &format!("{d} ≥ 2 × C0 in req/s ({d}/C0)"),
                 rps(d, "C0"),
+                rps_paired(d, "C0"),
                 &|v| v >= 2.0,
             );
         }
         ratio_target(
             "bearer-auth alone ≥ 0.95 × jwt_authn (cache) alone (F-bearer-auth/F-jwt-authn)",
             rps("F-bearer-auth", "F-jwt-authn"),
+            rps_paired("F-bearer-auth", "F-jwt-authn"),
             &|v| v >= 0.95,
         );
         for (name, bytes) in &self.info.wasm_sizes {
@@ -306,6 +357,7 @@ impl Report<'_> {
             "notes": i.notes,
             "wasm_bytes": i.wasm_sizes.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "scenarios": scenarios,
+            "paired": self.paired.map_or(Value::Null, paired::json),
             "instructions": self.instructions_json(),
             "authz_service": {
                 "first_start_ms": a.first_start_ms,
@@ -402,6 +454,9 @@ impl Report<'_> {
             .collect();
         if !errors.is_empty() {
             let _ = writeln!(md, "\nFailed rounds:\n\n{}", errors.join("\n"));
+        }
+        if let Some(p) = self.paired {
+            paired::markdown(p, &mut md);
         }
         self.instructions_markdown(&mut md);
         let a = self.authz;
@@ -640,6 +695,7 @@ fn ratio_cell(rps: Option<Spread>, base: Option<f64>) -> String {
 mod tests {
     use super::*;
     use crate::bench::configs::find;
+    use crate::bench::paired::{bearer_auth_against_jwt_authn, burst_at};
     use crate::bench::wrk::Latency;
 
     fn outcome(rps: f64, p99_us: f64) -> Outcome {
@@ -714,6 +770,7 @@ mod tests {
         let r = Report {
             info: &info,
             scenarios: &scenarios,
+            paired: None,
             instructions: &[],
             authz: &authz,
         };
@@ -749,6 +806,57 @@ mod tests {
     }
 
     #[test]
+    fn paired_bursts_get_target_rows_and_a_table_of_their_own() {
+        let scenarios = vec![
+            runs("F-jwt-authn", &[20_000.0, 21_000.0, 20_000.0], 2000.0),
+            runs("F-bearer-auth", &[18_000.0, 18_000.0, 19_000.0], 2000.0),
+        ];
+        // The machine halves its speed for the second cycle: each cycle's ratio does not move.
+        let paired = bearer_auth_against_jwt_authn(vec![
+            vec![burst_at(20_000.0), burst_at(19_200.0)],
+            vec![burst_at(10_000.0), burst_at(9_600.0)],
+            vec![burst_at(20_000.0), burst_at(19_400.0)],
+        ]);
+        let info = info();
+        let r = Report {
+            info: &info,
+            scenarios: &scenarios,
+            paired: Some(&paired),
+            instructions: &[],
+            authz: &AuthzRuns::default(),
+        };
+        let t = r.targets();
+        let bearer: Vec<&Target> = t
+            .iter()
+            .filter(|t| t.name.starts_with("bearer-auth alone"))
+            .collect();
+        assert_eq!(bearer.len(), 2, "{t:?}");
+        assert_eq!(bearer[0].met, Some(false));
+        assert!(bearer[1].name.ends_with(", in paired bursts"), "{t:?}");
+        assert_eq!(
+            bearer[1].measured,
+            "0.960 (cycle by cycle 0.960–0.970, median 0.960)"
+        );
+        assert_eq!(bearer[1].met, Some(true));
+        // Only paired configurations get a paired row.
+        assert!(
+            !t.iter()
+                .any(|t| t.name.starts_with("D ≥ 0.95") && t.name.contains("paired"))
+        );
+        let json = r.json();
+        let ours = &json["paired"]["results"][1];
+        assert_eq!(ours["id"], "F-bearer-auth");
+        assert_eq!(ours["ratio_to_base"]["cycles"].as_array().unwrap().len(), 3);
+        assert!(json["paired"]["results"][0]["ratio_to_base"].is_null());
+        let md = r.markdown();
+        assert!(md.contains("## Paired bursts"), "{md}");
+        assert!(
+            md.contains("| 0.960 | 0.960–0.965 | 0.960–0.970 | 0.960 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn a_failed_round_is_reported_and_left_out_of_the_medians() {
         let mut d = runs("D", &[10_000.0], 1000.0);
         d.rounds.push(Err("Envoy exited".to_owned()));
@@ -758,6 +866,7 @@ mod tests {
         let r = Report {
             info: &info,
             scenarios: &scenarios,
+            paired: None,
             instructions: &[],
             authz: &authz,
         };
@@ -777,6 +886,7 @@ mod tests {
         let r = Report {
             info: &info,
             scenarios: &[],
+            paired: None,
             instructions,
             authz: &authz,
         };

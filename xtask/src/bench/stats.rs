@@ -37,6 +37,23 @@ impl Spread {
     }
 }
 
+/// The first and third quartiles of `samples` (linear between the two nearest, as a spreadsheet's
+/// QUARTILE does): the middle half of them lies between. `None` as for [`Spread::of`].
+pub fn quartiles(samples: &[f64]) -> Option<(f64, f64)> {
+    if samples.is_empty() || samples.iter().any(|s| !s.is_finite()) {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let pos = q * (sorted.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        let (a, b) = (sorted.get(lo).copied()?, sorted.get(hi).copied()?);
+        Some(a + (b - a) * (pos - pos.floor()))
+    };
+    Some((at(0.25)?, at(0.75)?))
+}
+
 /// `a / b`, or `None` when `b` is not a positive number (no ratio to a failed base).
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
@@ -59,6 +76,15 @@ mod tests {
     fn no_spread_of_nothing_or_of_a_failed_sample() {
         assert!(Spread::of(&[]).is_none());
         assert!(Spread::of(&[1.0, f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn quartiles_bound_the_middle_half() {
+        assert_eq!(quartiles(&[1.0, 2.0, 3.0, 4.0, 5.0]), Some((2.0, 4.0)));
+        assert_eq!(quartiles(&[4.0, 1.0, 3.0, 2.0]), Some((1.75, 3.25)));
+        assert_eq!(quartiles(&[7.0]), Some((7.0, 7.0)));
+        assert_eq!(quartiles(&[]), None);
+        assert_eq!(quartiles(&[1.0, f64::NAN]), None);
     }
 
     #[test]
