@@ -11,7 +11,7 @@ mod paired;
 use crate::bench::instructions::{Count, Misses};
 use crate::bench::measure::Measurement;
 use crate::bench::paired::{Burst, PairedRuns};
-use crate::bench::stats::{Spread, ratio};
+use crate::bench::stats::{Spread, median_interval, ratio};
 use crate::bench::wrk::Outcome;
 
 /// One configuration's measurements, one per round (an `Err` is a failed round, with why).
@@ -127,13 +127,31 @@ struct Comparison {
     rounds: Vec<f64>,
     /// What one of `rounds` is: a "round", or a "cycle" of paired bursts.
     per: &'static str,
+    /// For paired bursts, a 95 % confidence interval for the median of the cycles' ratios.
+    interval: Option<(f64, f64)>,
 }
 
 impl Comparison {
     /// Met when the ratio of the medians and the median of the rounds' ratios both meet it.
+    /// With an interval (paired bursts), only when all of it meets it as well.
     fn met(&self, ok: &dyn Fn(f64) -> bool) -> Option<bool> {
         let of_rounds = Spread::of(&self.rounds).map(|s| s.median);
-        Some(ok(self.of_medians?) && of_rounds.is_none_or(ok))
+        Some(
+            ok(self.of_medians?)
+                && of_rounds.is_none_or(ok)
+                && self.interval_meets(ok) != Some(false),
+        )
+    }
+
+    /// Whether all of the interval meets it (`Some(true)`), none of it (`None`), or only a part:
+    /// then the cycles do not decide the target (`Some(false)`).
+    fn interval_meets(&self, ok: &dyn Fn(f64) -> bool) -> Option<bool> {
+        let (lo, hi) = self.interval?;
+        match (ok(lo), ok(hi)) {
+            (true, true) => Some(true),
+            (false, false) => None,
+            _ => Some(false),
+        }
     }
 }
 
@@ -144,14 +162,20 @@ impl std::fmt::Display for Comparison {
         };
         write!(f, "{value:.3}")?;
         match Spread::of(&self.rounds) {
-            Some(s) if self.rounds.len() > 1 => write!(
-                f,
-                " ({per} by {per} {:.3}–{:.3}, median {:.3})",
-                s.min,
-                s.max,
-                s.median,
-                per = self.per
-            ),
+            Some(s) if self.rounds.len() > 1 => {
+                write!(
+                    f,
+                    " ({per} by {per} {:.3}–{:.3}, median {:.3}",
+                    s.min,
+                    s.max,
+                    s.median,
+                    per = self.per
+                )?;
+                if let Some((lo, hi)) = self.interval {
+                    write!(f, ", 95 % interval of the median {lo:.3}–{hi:.3}")?;
+                }
+                f.write_str(")")
+            }
             _ => Ok(()),
         }
     }
@@ -187,6 +211,7 @@ impl Report<'_> {
             of_medians: median(a).zip(median(b)).and_then(|(x, y)| ratio(x, y)),
             rounds,
             per: "round",
+            interval: None,
         }
     }
 
@@ -203,9 +228,11 @@ impl Report<'_> {
         let median = |i: usize| {
             Spread::of(&p.bursts(i).iter().map(&metric).collect::<Vec<_>>()).map(|s| s.median)
         };
+        let rounds = p.ratios(a, b, &metric);
         Some(Comparison {
             of_medians: median(a).zip(median(b)).and_then(|(x, y)| ratio(x, y)),
-            rounds: p.ratios(a, b, &metric),
+            interval: median_interval(&rounds),
+            rounds,
             per: "cycle",
         })
     }
@@ -230,10 +257,15 @@ impl Report<'_> {
             // The same target measured in paired bursts is a row of its own: a different method,
             // seconds apart instead of minutes.
             if let Some(paired) = paired {
+                let undecided = if paired.interval_meets(ok) == Some(false) {
+                    "; not decided: the interval lies on both sides of the target"
+                } else {
+                    ""
+                };
                 t.push(Target {
                     name: format!("{name}, in paired bursts"),
                     met: paired.met(ok),
-                    measured: paired.to_string(),
+                    measured: format!("{paired}{undecided}"),
                 });
             }
         };
@@ -851,9 +883,56 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("## Paired bursts"), "{md}");
         assert!(
-            md.contains("| 0.960 | 0.960–0.965 | 0.960–0.970 | 0.960 |"),
+            md.contains("| 0.960 | – | 0.960–0.965 | 0.960–0.970 | 0.960 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn paired_targets_are_met_only_when_the_median_s_interval_is() {
+        let target = |ratios: &[f64]| {
+            let cycles = ratios
+                .iter()
+                .map(|r| vec![burst_at(10_000.0), burst_at(10_000.0 * r)])
+                .collect();
+            let paired = bearer_auth_against_jwt_authn(cycles);
+            let info = info();
+            let r = Report {
+                info: &info,
+                scenarios: &[],
+                paired: Some(&paired),
+                instructions: &[],
+                authz: &AuthzRuns::default(),
+            };
+            r.targets()
+                .into_iter()
+                .find(|t| t.name.ends_with("in paired bursts"))
+                .unwrap()
+        };
+        // Ten cycles: the interval of the median runs from the second smallest to the second
+        // largest. Each case: the cycles' ratios, met, and what the measured text says.
+        let cases: [(&[f64], bool, &str); 3] = [
+            (
+                &[0.96, 0.97, 0.955, 0.98, 0.96, 0.99, 0.965, 0.94, 0.97, 0.96],
+                true,
+                "95 % interval of the median 0.955–0.980)",
+            ),
+            (
+                &[0.96, 0.97, 0.93, 0.98, 0.94, 0.99, 0.965, 0.90, 0.97, 0.96],
+                false,
+                "); not decided: the interval lies on both sides of the target",
+            ),
+            (
+                &[0.90, 0.91, 0.92, 0.93, 0.90, 0.91, 0.92, 0.93, 0.94, 0.90],
+                false,
+                "95 % interval of the median 0.900–0.930)",
+            ),
+        ];
+        for (ratios, met, says) in cases {
+            let t = target(ratios);
+            assert_eq!(t.met, Some(met), "{t:?}");
+            assert!(t.measured.ends_with(says), "{t:?}");
+        }
     }
 
     #[test]

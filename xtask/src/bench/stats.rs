@@ -54,6 +54,37 @@ pub fn quartiles(samples: &[f64]) -> Option<(f64, f64)> {
     Some((at(0.25)?, at(0.75)?))
 }
 
+/// A 95 % confidence interval for the median of the population `samples` come from, from their
+/// order statistics (the binomial method, which assumes nothing about the distribution): between
+/// the k-th smallest and the k-th largest sample, for the largest k with at most 2.5 % chance of
+/// fewer than k samples on either side of the median. `None` below six samples, too few for one,
+/// and as for [`Spread::of`].
+pub fn median_interval(samples: &[f64]) -> Option<(f64, f64)> {
+    if samples.iter().any(|s| !s.is_finite()) {
+        return None;
+    }
+    let n = samples.len();
+    // P(X < k) for X ~ Binomial(n, 1/2), summed term by term in logarithms (2^-n underflows).
+    let mut ln_term = -(n as f64) * std::f64::consts::LN_2;
+    let mut below = 0.0;
+    let mut k = 0;
+    while k < n / 2 {
+        let next = below + ln_term.exp();
+        if next > 0.025 {
+            break;
+        }
+        below = next;
+        ln_term += ((n - k) as f64).ln() - ((k + 1) as f64).ln();
+        k += 1;
+    }
+    if k == 0 {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Some((sorted.get(k - 1).copied()?, sorted.get(n - k).copied()?))
+}
+
 /// `a / b`, or `None` when `b` is not a positive number (no ratio to a failed base).
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
@@ -85,6 +116,25 @@ mod tests {
         assert_eq!(quartiles(&[7.0]), Some((7.0, 7.0)));
         assert_eq!(quartiles(&[]), None);
         assert_eq!(quartiles(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn the_median_s_interval_is_between_the_binomial_ranks() {
+        let ranks: Vec<f64> = (1..=100).map(f64::from).collect();
+        // The textbook ranks for 100 samples: the 40th and the 61st.
+        assert_eq!(median_interval(&ranks), Some((40.0, 61.0)));
+        // Six samples: the whole range (a 97 % interval); five are too few.
+        assert_eq!(median_interval(&ranks[..6]), Some((1.0, 6.0)));
+        assert_eq!(median_interval(&ranks[..5]), None);
+        // 2000 samples: 2^-2000 underflows, the logarithms do not.
+        let many: Vec<f64> = (1..=2000).map(f64::from).collect();
+        let (lo, hi) = median_interval(&many).unwrap();
+        assert!(
+            lo > 950.0 && lo < 1000.0 && hi > 1001.0 && hi < 1051.0,
+            "{lo} {hi}"
+        );
+        assert_eq!(lo + hi, 2001.0);
+        assert_eq!(median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0, f64::NAN]), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{cell, opt, outcome_json};
 use crate::bench::paired::{Burst, PairedRuns};
-use crate::bench::stats::{Spread, quartiles, ratio};
+use crate::bench::stats::{Spread, median_interval, quartiles, ratio};
 
 /// One configuration's numbers over its bursts, and its throughput against the base's.
 struct Summary {
@@ -79,6 +79,7 @@ pub fn json(p: &PairedRuns) -> Value {
                         "min": cycles.map(|c| c.min),
                         "max": cycles.map(|c| c.max),
                         "quartiles": quartiles(&sum.ratios).map(|(a, b)| [a, b]),
+                        "median_interval_95": median_interval(&sum.ratios).map(|(a, b)| [a, b]),
                     })
                 },
                 "bursts": bursts,
@@ -102,8 +103,9 @@ pub fn markdown(p: &PairedRuns, md: &mut String) {
          and were driven in turn at saturation, {:?} each, {} cycle(s), the order reversed every \
          other cycle: the sides of each ratio were measured seconds apart, not minutes. Median of \
          the bursts, (min–max) below it. \"× {base}\" is the throughput's ratio to {base} cycle by \
-         cycle: the median of the cycles, the middle half of them (first to third quartile) and \
-         all of them; then the ratio of the two medians.\n",
+         cycle: the median of the cycles, a 95 % confidence interval for it (from the cycles' \
+         order statistics; six cycles at least), the middle half of the cycles (first to third \
+         quartile) and all of them; then the ratio of the two medians.\n",
         p.pacing.burst, p.pacing.cycles
     );
     if let Err(e) = &p.cycles {
@@ -111,8 +113,8 @@ pub fn markdown(p: &PairedRuns, md: &mut String) {
     }
     let _ = writeln!(
         md,
-        "| config | req/s | CPU µs/req | p99 ms | × {base}, median of the cycles | middle half | all cycles | of the medians |\n\
-         |---|---|---|---|---|---|---|---|"
+        "| config | req/s | CPU µs/req | p99 ms | × {base}, median of the cycles | 95 % interval of the median | middle half | all cycles | of the medians |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
     for (i, s) in p.scenarios.iter().enumerate() {
         let sum = summary(p, i);
@@ -125,9 +127,11 @@ pub fn markdown(p: &PairedRuns, md: &mut String) {
             ),
             _ => ("–".to_owned(), "–".to_owned(), "–".to_owned()),
         };
+        let interval = median_interval(&sum.ratios)
+            .map_or("–".to_owned(), |(lo, hi)| format!("{lo:.3}–{hi:.3}"));
         let _ = writeln!(
             md,
-            "| **{}** {} | {} | {} | {} | {median} | {middle} | {all} | {} |",
+            "| **{}** {} | {} | {} | {} | {median} | {interval} | {middle} | {all} | {} |",
             s.id,
             s.title,
             cell(sum.rps, 0),
