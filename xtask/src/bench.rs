@@ -47,7 +47,8 @@ pub struct BenchArgs {
     /// A few seconds, one round: checks that the benchmark still works (its numbers mean nothing).
     #[arg(long)]
     smoke: bool,
-    /// Rounds, each running every configuration once (interleaved).
+    /// Rounds, each running every configuration once (interleaved); 0 runs none, for a run of
+    /// only --paired, --instructions or --profile.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Seconds of load at saturation per configuration and round.
@@ -145,8 +146,14 @@ impl Options {
         } else {
             (args.rounds, args.duration, args.warmup, args.paced_duration)
         };
+        let measures_more =
+            !(args.paired.is_empty() && args.instructions.is_empty() && args.profile.is_empty());
+        if rounds == 0 && !measures_more {
+            bail!("--rounds must be at least 1, or 0 with --paired, --instructions or --profile");
+        }
         if rounds == 0 {
-            bail!("--rounds must be at least 1");
+            // Only what else was asked for: no configuration is run in rounds.
+            scenarios.clear();
         }
         if args.connections == 0 {
             bail!("--connections must be at least 1");
@@ -747,6 +754,8 @@ mod tests {
                 .any(|s| s.id == "P-context")
         );
         assert!(Options::from_args(&args(&["--rounds", "0"])).is_err());
+        let o = Options::from_args(&args(&["--rounds", "0", "--instructions", "B"])).unwrap();
+        assert!(o.scenarios.is_empty());
         // Paired bursts need two different configurations; a smoke run gives them one short cycle.
         assert!(Options::from_args(&args(&["--paired", "B"])).is_err());
         assert!(Options::from_args(&args(&["--paired", "B,b"])).is_err());

@@ -426,66 +426,8 @@ impl Report<'_> {
         for n in &i.notes {
             let _ = writeln!(md, "- {n}");
         }
-        let _ = writeln!(
-            md,
-            "\nMedian of the rounds, (min–max) below it where there are several; ratios use \
-             the medians of this run. Latency in ms at saturation; \"fixed rate\" is p50 / p99 / \
-             p99.9 at the moderate rate; CPU is Envoy's (all threads) per request at saturation.\n"
-        );
-        let _ = writeln!(
-            md,
-            "| config | req/s | × B | × C | p50 | p99 | p99.9 | fixed rate p50 / p99 / p99.9 | CPU µs/req | RSS MiB | first 200 ms |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
-        let b = self.median_rps("B");
-        let c = self.median_rps("C");
-        for runs in self.scenarios {
-            let s = &runs.scenario;
-            let failed = runs.rounds.iter().filter(|r| r.is_err()).count();
-            let rps = runs.rps();
-            let lat = |f: &dyn Fn(&Measurement) -> f64| runs.spread(f);
-            let paced = [
-                lat(&|m| m.paced.latency_us.p50 / 1000.0),
-                lat(&|m| m.paced.latency_us.p99 / 1000.0),
-                lat(&|m| m.paced.latency_us.p999 / 1000.0),
-            ]
-            .map(|s| s.map_or("–".to_owned(), |s| format!("{:.2}", s.median)))
-            .join(" / ");
-            let failed_note = if failed > 0 {
-                format!(" ({failed} round(s) failed)")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                md,
-                "| **{}** {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.id,
-                s.title,
-                failed_note,
-                cell(rps, 0),
-                ratio_cell(rps, b),
-                ratio_cell(rps, c),
-                cell(lat(&|m| m.saturation.latency_us.p50 / 1000.0), 2),
-                cell(runs.p99_ms(), 2),
-                cell(lat(&|m| m.saturation.latency_us.p999 / 1000.0), 2),
-                paced,
-                cell(lat(&|m| m.cpu_us_per_request), 1),
-                cell(lat(&|m| m.rss_kib as f64 / 1024.0), 1),
-                cell(lat(&|m| m.first_200_ms), 0),
-            );
-        }
-        let errors: Vec<String> = self
-            .scenarios
-            .iter()
-            .flat_map(|r| {
-                r.rounds
-                    .iter()
-                    .filter_map(|x| x.as_ref().err())
-                    .map(move |e| format!("- {}: {e}", r.scenario.id))
-            })
-            .collect();
-        if !errors.is_empty() {
-            let _ = writeln!(md, "\nFailed rounds:\n\n{}", errors.join("\n"));
+        if !self.scenarios.is_empty() {
+            self.rounds_markdown(&mut md);
         }
         if let Some(p) = self.paired {
             paired::markdown(p, &mut md);
@@ -554,6 +496,71 @@ impl Report<'_> {
 }
 
 impl Report<'_> {
+    /// The rounds' table, and the rounds that failed.
+    fn rounds_markdown(&self, md: &mut String) {
+        let _ = writeln!(
+            md,
+            "\nMedian of the rounds, (min–max) below it where there are several; ratios use \
+             the medians of this run. Latency in ms at saturation; \"fixed rate\" is p50 / p99 / \
+             p99.9 at the moderate rate; CPU is Envoy's (all threads) per request at saturation.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| config | req/s | × B | × C | p50 | p99 | p99.9 | fixed rate p50 / p99 / p99.9 | CPU µs/req | RSS MiB | first 200 ms |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let b = self.median_rps("B");
+        let c = self.median_rps("C");
+        for runs in self.scenarios {
+            let s = &runs.scenario;
+            let failed = runs.rounds.iter().filter(|r| r.is_err()).count();
+            let rps = runs.rps();
+            let lat = |f: &dyn Fn(&Measurement) -> f64| runs.spread(f);
+            let paced = [
+                lat(&|m| m.paced.latency_us.p50 / 1000.0),
+                lat(&|m| m.paced.latency_us.p99 / 1000.0),
+                lat(&|m| m.paced.latency_us.p999 / 1000.0),
+            ]
+            .map(|s| s.map_or("–".to_owned(), |s| format!("{:.2}", s.median)))
+            .join(" / ");
+            let failed_note = if failed > 0 {
+                format!(" ({failed} round(s) failed)")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                md,
+                "| **{}** {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.id,
+                s.title,
+                failed_note,
+                cell(rps, 0),
+                ratio_cell(rps, b),
+                ratio_cell(rps, c),
+                cell(lat(&|m| m.saturation.latency_us.p50 / 1000.0), 2),
+                cell(runs.p99_ms(), 2),
+                cell(lat(&|m| m.saturation.latency_us.p999 / 1000.0), 2),
+                paced,
+                cell(lat(&|m| m.cpu_us_per_request), 1),
+                cell(lat(&|m| m.rss_kib as f64 / 1024.0), 1),
+                cell(lat(&|m| m.first_200_ms), 0),
+            );
+        }
+        let errors: Vec<String> = self
+            .scenarios
+            .iter()
+            .flat_map(|r| {
+                r.rounds
+                    .iter()
+                    .filter_map(|x| x.as_ref().err())
+                    .map(move |e| format!("- {}: {e}", r.scenario.id))
+            })
+            .collect();
+        if !errors.is_empty() {
+            let _ = writeln!(md, "\nFailed rounds:\n\n{}", errors.join("\n"));
+        }
+    }
+
     /// The median instruction count per request of `id`, if it was counted.
     fn instructions_of(&self, id: &str) -> Option<f64> {
         let runs = self.instructions.iter().find(|r| r.scenario.id == id)?;
@@ -888,6 +895,19 @@ mod tests {
         );
     }
 
+    /// The targets and the Markdown of a run of only `paired`.
+    fn paired_only(paired: &PairedRuns) -> (Vec<Target>, String) {
+        let info = info();
+        let r = Report {
+            info: &info,
+            scenarios: &[],
+            paired: Some(paired),
+            instructions: &[],
+            authz: &AuthzRuns::default(),
+        };
+        (r.targets(), r.markdown())
+    }
+
     #[test]
     fn paired_targets_are_met_only_when_the_median_s_interval_is() {
         let target = |ratios: &[f64]| {
@@ -895,16 +915,8 @@ mod tests {
                 .iter()
                 .map(|r| vec![burst_at(10_000.0), burst_at(10_000.0 * r)])
                 .collect();
-            let paired = bearer_auth_against_jwt_authn(cycles);
-            let info = info();
-            let r = Report {
-                info: &info,
-                scenarios: &[],
-                paired: Some(&paired),
-                instructions: &[],
-                authz: &AuthzRuns::default(),
-            };
-            r.targets()
+            paired_only(&bearer_auth_against_jwt_authn(cycles))
+                .0
                 .into_iter()
                 .find(|t| t.name.ends_with("in paired bursts"))
                 .unwrap()
@@ -933,6 +945,14 @@ mod tests {
             assert_eq!(t.met, Some(met), "{t:?}");
             assert!(t.measured.ends_with(says), "{t:?}");
         }
+    }
+
+    #[test]
+    fn a_run_without_rounds_has_no_rounds_table() {
+        let paired = bearer_auth_against_jwt_authn(vec![vec![burst_at(1.0), burst_at(1.0)]]);
+        let (_, md) = paired_only(&paired);
+        assert!(!md.contains("| config | req/s | × B"), "{md}");
+        assert!(md.contains("## Paired bursts"), "{md}");
     }
 
     #[test]
