@@ -2,10 +2,11 @@
 //! core, driven in turn for a few seconds each, cycle after cycle.
 //!
 //! The rounds of a run measure one configuration minutes after another, and on a VM whose speed
-//! moves by a tenth within a minute (BENCHMARKS.md, "Latest results") a ratio of two of them
-//! moves as much. Here the sides of a ratio are measured seconds apart, in an order reversed every
-//! other cycle (A B, B A, A B, …), so a drift of the machine falls on both alike; the ratio of
-//! each cycle is what the report gives the spread of.
+//! drifts by a tenth within minutes a ratio of two of them moves as much. Here the sides of a
+//! ratio are measured seconds apart, in an order reversed every other cycle (A B, B A, A B, …),
+//! so a drift falls on both alike. What moves faster than that is averaged over the cycles: the
+//! report gives each cycle's ratio, and a confidence interval for their median that says whether
+//! there were enough of them (BENCHMARKS.md, "Paired bursts").
 
 use std::fs;
 use std::path::Path;
