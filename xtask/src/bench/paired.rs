@@ -17,7 +17,7 @@ use xtask::process::ManagedProcess;
 
 use crate::bench::configs::{self, FilterConfigs, Scenario, Values};
 use crate::bench::measure::{self, Launch, Settings};
-use crate::bench::stats::ratio;
+use crate::bench::stats::{Spread, ratio};
 use crate::bench::wrk::{self, Outcome};
 use crate::bench::{free_ports, procstat};
 
@@ -53,6 +53,22 @@ impl PairedRuns {
             .as_ref()
             .map(|cycles| cycles.iter().filter_map(|c| c.get(i).copied()).collect())
             .unwrap_or_default()
+    }
+
+    /// `metric` over configuration `i`'s bursts.
+    pub fn spread(&self, i: usize, metric: impl Fn(&Burst) -> f64) -> Option<Spread> {
+        Spread::of(&self.bursts(i).iter().map(metric).collect::<Vec<_>>())
+    }
+
+    /// The median of `metric` over `a`'s bursts against the same over `b`'s.
+    pub fn ratio_of_medians(
+        &self,
+        a: usize,
+        b: usize,
+        metric: impl Fn(&Burst) -> f64,
+    ) -> Option<f64> {
+        let (x, y) = (self.spread(a, &metric)?, self.spread(b, &metric)?);
+        ratio(x.median, y.median)
     }
 
     /// `metric` of configuration `a` over configuration `b`, cycle by cycle.

@@ -225,12 +225,9 @@ impl Report<'_> {
     ) -> Option<Comparison> {
         let p = self.paired?;
         let (a, b) = (p.position(a)?, p.position(b)?);
-        let median = |i: usize| {
-            Spread::of(&p.bursts(i).iter().map(&metric).collect::<Vec<_>>()).map(|s| s.median)
-        };
         let rounds = p.ratios(a, b, &metric);
         Some(Comparison {
-            of_medians: median(a).zip(median(b)).and_then(|(x, y)| ratio(x, y)),
+            of_medians: p.ratio_of_medians(a, b, &metric),
             interval: median_interval(&rounds),
             rounds,
             per: "cycle",

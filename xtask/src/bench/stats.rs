@@ -13,11 +13,7 @@ pub struct Spread {
 impl Spread {
     /// `None` for no samples or a non-finite one (a failed measurement is never averaged in).
     pub fn of(samples: &[f64]) -> Option<Self> {
-        if samples.is_empty() || samples.iter().any(|s| !s.is_finite()) {
-            return None;
-        }
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
+        let sorted = sorted(samples)?;
         let n = sorted.len();
         let mid = n / 2;
         let median = if n % 2 == 1 {
@@ -40,11 +36,7 @@ impl Spread {
 /// The first and third quartiles of `samples` (linear between the two nearest, as a spreadsheet's
 /// QUARTILE does): the middle half of them lies between. `None` as for [`Spread::of`].
 pub fn quartiles(samples: &[f64]) -> Option<(f64, f64)> {
-    if samples.is_empty() || samples.iter().any(|s| !s.is_finite()) {
-        return None;
-    }
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    let sorted = sorted(samples)?;
     let at = |q: f64| {
         let pos = q * (sorted.len() - 1) as f64;
         let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
@@ -60,10 +52,8 @@ pub fn quartiles(samples: &[f64]) -> Option<(f64, f64)> {
 /// fewer than k samples on either side of the median. `None` below six samples, too few for one,
 /// and as for [`Spread::of`].
 pub fn median_interval(samples: &[f64]) -> Option<(f64, f64)> {
-    if samples.iter().any(|s| !s.is_finite()) {
-        return None;
-    }
-    let n = samples.len();
+    let sorted = sorted(samples)?;
+    let n = sorted.len();
     // P(X < k) for X ~ Binomial(n, 1/2), summed term by term in logarithms (2^-n underflows).
     let mut ln_term = -(n as f64) * std::f64::consts::LN_2;
     let mut below = 0.0;
@@ -80,9 +70,18 @@ pub fn median_interval(samples: &[f64]) -> Option<(f64, f64)> {
     if k == 0 {
         return None;
     }
+    Some((sorted.get(k - 1).copied()?, sorted.get(n - k).copied()?))
+}
+
+/// `samples` in order, or `None` for none or a non-finite one (a failed measurement is never
+/// counted in).
+fn sorted(samples: &[f64]) -> Option<Vec<f64>> {
+    if samples.is_empty() || samples.iter().any(|s| !s.is_finite()) {
+        return None;
+    }
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
-    Some((sorted.get(k - 1).copied()?, sorted.get(n - k).copied()?))
+    Some(sorted)
 }
 
 /// `a / b`, or `None` when `b` is not a positive number (no ratio to a failed base).

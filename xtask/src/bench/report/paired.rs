@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{cell, opt, outcome_json};
 use crate::bench::paired::{Burst, PairedRuns};
-use crate::bench::stats::{Spread, median_interval, quartiles, ratio};
+use crate::bench::stats::{Spread, median_interval, quartiles};
 
 /// One configuration's numbers over its bursts, and its throughput against the base's.
 struct Summary {
@@ -24,24 +24,21 @@ fn rate(b: &Burst) -> f64 {
 }
 
 fn summary(p: &PairedRuns, i: usize) -> Summary {
-    let bursts = p.bursts(i);
-    let spread = |f: &dyn Fn(&Burst) -> f64| Spread::of(&bursts.iter().map(f).collect::<Vec<_>>());
-    let rps = spread(&rate);
-    let base = Spread::of(&p.bursts(0).iter().map(rate).collect::<Vec<_>>());
     let is_base = i == 0;
     Summary {
-        rps,
-        cpu: spread(&|b| b.cpu_us_per_request),
-        p99_ms: spread(&|b| b.saturation.latency_us.p99 / 1000.0),
+        rps: p.spread(i, rate),
+        cpu: p.spread(i, |b| b.cpu_us_per_request),
+        p99_ms: p.spread(i, |b| b.saturation.latency_us.p99 / 1000.0),
         ratios: if is_base {
             Vec::new()
         } else {
             p.ratios(i, 0, rate)
         },
-        of_medians: rps
-            .zip(base)
-            .filter(|_| !is_base)
-            .and_then(|(r, b)| ratio(r.median, b.median)),
+        of_medians: if is_base {
+            None
+        } else {
+            p.ratio_of_medians(i, 0, rate)
+        },
     }
 }
 
