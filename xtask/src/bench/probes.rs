@@ -4,6 +4,11 @@
 //! our filters make per request (reading the request headers, shared data, a property, response
 //! headers), and what writing the whole request-header map at once would cost instead.
 //!
+//! Two more probes (`P-host-*`) make, with no logic at all, exactly the host calls one of our
+//! configurations makes per request: what any module with that policy must ask of Envoy. Timed
+//! next to the native configuration (`--paired`), they tell whether a target is within reach of
+//! proxy-wasm at all, and how much of the gap is our own code.
+//!
 //! They are written in the WebAssembly text format, without an SDK: every export and every host
 //! call is in plain sight, and nothing else runs. The benchmark compiles them (with the `wat`
 //! crate) into its run directory; each runs as the one filter in front of B's route, so what it
@@ -32,8 +37,15 @@ const VALUE_AT: u32 = 48;
 /// The shared-data key (`probe`, 5 bytes; it shares the value's bytes) and the property path
 /// (`source` NUL `address`, 14 bytes).
 const PROPERTY_AT: u32 = 112;
+/// `:authority` (10 bytes) and the value the chain's rewrite gives it (`localhost:3002`, 14).
+const AUTHORITY_AT: u32 = 128;
+const NEW_AUTHORITY_AT: u32 = 144;
 /// Where host calls return their results (pointers, sizes, CAS): scratch words.
 const RETURNS_AT: u32 = 1024;
+/// A zeroed value of the size of rate-limit's shared-data group (`table::GROUP_LEN`, 4 + 8 × 48
+/// bytes), for the probes that write what rate-limit writes.
+const GROUP_AT: u32 = 2048;
+const GROUP_LEN: u32 = 388;
 
 /// A probe with a request-headers callback doing `body`.
 const fn on_request(id: &'static str, title: &'static str, body: &'static str) -> Probe {
@@ -45,7 +57,7 @@ const fn on_request(id: &'static str, title: &'static str, body: &'static str) -
     }
 }
 
-pub const PROBES: [Probe; 12] = [
+pub const PROBES: [Probe; 14] = [
     Probe {
         id: "P-context",
         title: "probe: a wasm filter with no callback of its own (the stream context alone)",
@@ -110,6 +122,31 @@ pub const PROBES: [Probe; 12] = [
         on_request_headers: Some(""),
         on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
     },
+    // What bearer-auth asks of Envoy for a request with a cached token (F-bearer-auth): the
+    // request-header map read once, one clock read, the three identity headers added.
+    on_request(
+        "P-host-bearer-auth",
+        "probe: bearer-auth's host calls and nothing else: 1 read of the request-header map, \
+         1 clock read, 3 request-header adds",
+        "(call $read_map) (call $repeat_clock (i32.const 1)) (call $add_headers (i32.const 3))",
+    ),
+    // What the one-module chain asks of Envoy per request (D1): the map read and the clock
+    // shared by the stages; bearer-auth's three identity headers; rate-limit's group read and
+    // written back with its CAS; route-rewrite's `x-original-path` and `x-wasmgate-upstream`
+    // added and `:authority` replaced (`:path` keeps its value, so it is not written); and
+    // rate-limit's three X-RateLimit response headers replaced.
+    Probe {
+        id: "P-host-chain",
+        title: "probe: the one-module chain's host calls and nothing else: 1 read of the \
+                request-header map, 1 clock read, 1 shared-data read and compare-and-swap \
+                write of a rate-limit group, 5 request-header adds, 1 replace of :authority; \
+                3 response-header replaces",
+        on_request_headers: Some(
+            "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group) \
+             (call $add_headers (i32.const 5)) (call $replace_authority)",
+        ),
+        on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
+    },
 ];
 
 /// The module of `probe` in the WebAssembly text format.
@@ -144,6 +181,8 @@ pub fn wat(probe: &Probe) -> String {
   (data (i32.const {VALUE_AT}) "probe")
   (data (i32.const {HEADER_NAMES_AT}) "x-p0x-p1x-p2x-p3x-p4x-p5x-p6x-p7x-p8x-p9")
   (data (i32.const {PROPERTY_AT}) "source\00address")
+  (data (i32.const {AUTHORITY_AT}) ":authority")
+  (data (i32.const {NEW_AUTHORITY_AT}) "localhost:3002")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
     (local $at i32)
@@ -184,6 +223,14 @@ pub fn wat(probe: &Probe) -> String {
       (drop (call $set_shared (i32.const {VALUE_AT}) (i32.const 5) (i32.const {VALUE_AT}) (i32.const 5)
         (i32.load (i32.const {returns_8}))))
       (br_if $again (local.get $n))))
+  (func $shared_group
+    (drop (call $get_shared (i32.const {VALUE_AT}) (i32.const 5)
+      (i32.const {RETURNS_AT}) (i32.const {returns_4}) (i32.const {returns_8})))
+    (drop (call $set_shared (i32.const {VALUE_AT}) (i32.const 5) (i32.const {GROUP_AT})
+      (i32.const {GROUP_LEN}) (i32.load (i32.const {returns_8})))))
+  (func $replace_authority
+    (drop (call $replace (i32.const 0) (i32.const {AUTHORITY_AT}) (i32.const 10)
+      (i32.const {NEW_AUTHORITY_AT}) (i32.const 14))))
   (func $property (param $n i32)
     (loop $again
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
@@ -248,5 +295,134 @@ mod tests {
             );
         }
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    use serde_json::{Value, json};
+    use wasmgate_harness::{Action, FilterModule, Host, Message, TokenSigner, filter_wasm};
+
+    use crate::bench::configs::{AUDIENCE, FilterConfigs};
+
+    const ISSUER: &str = "https://issuer.example";
+
+    /// One request through `module` configured with `config` after one to warm up (the token
+    /// cached, the bucket made), as Envoy's listener would send it: the request and response it
+    /// ends with, and how many calls it made to the host.
+    fn second_request(
+        module: &FilterModule,
+        config: &str,
+        authorization: &str,
+    ) -> (Message, Message, u64, Host) {
+        let host = Host::new(module);
+        let mut vm = host.plugin(config).unwrap();
+        let request = [
+            (":method", "GET"),
+            (":path", "/api/notes"),
+            (":authority", "127.0.0.1:8080"),
+            (":scheme", "http"),
+            ("authorization", authorization),
+        ];
+        let mut last = None;
+        for _ in 0..2 {
+            let before = vm.crossings();
+            let mut stream = vm.http_stream().unwrap();
+            assert_eq!(
+                stream.request_headers(&request, true).unwrap(),
+                Action::Continue
+            );
+            let response = [(":status", "200"), ("content-length", "2")];
+            assert_eq!(
+                stream.response_headers(&response, false).unwrap(),
+                Action::Continue
+            );
+            let (sent, answered) = (stream.request(), stream.response());
+            stream.finish().unwrap();
+            last = Some((sent, answered, (vm.crossings() - before).to_host));
+        }
+        let (sent, answered, calls) = last.unwrap();
+        (sent, answered, calls, host)
+    }
+
+    fn probe_module(id: &str) -> FilterModule {
+        let probe = find(id).unwrap();
+        FilterModule::from_bytes(&wat::parse_str(wat(&probe)).unwrap()).unwrap()
+    }
+
+    /// The benchmark's filter configurations, with the signer's key inline instead of fetched.
+    fn bench_configs(signer: &TokenSigner) -> FilterConfigs {
+        let mut configs = FilterConfigs::load(ISSUER).unwrap();
+        let jwks: Value = serde_json::from_str(&signer.jwks().unwrap()).unwrap();
+        configs.bearer_auth["jwks"] = json!({ "inline": jwks });
+        configs
+    }
+
+    fn bearer(signer: &TokenSigner) -> String {
+        let now = wasmgate_harness::Clock::default().unix_seconds();
+        let claims = json!({"iss": ISSUER, "sub": "bench", "aud": AUDIENCE, "client_id": "bench",
+                            "scope": "demo", "iat": now, "jti": "1", "exp": now + 3600});
+        format!("Bearer {}", signer.access_token(claims).unwrap())
+    }
+
+    /// The host-call probes do what their titles say, and as many host calls per request as the
+    /// module they stand for makes with the benchmark's configuration: a probe that made fewer
+    /// would make the floor look lower than it is.
+    #[test]
+    fn host_probes_make_the_host_calls_of_what_they_stand_for() {
+        let signer = TokenSigner::new("bench");
+        let configs = bench_configs(&signer);
+        let authorization = bearer(&signer);
+
+        let (request, response, probe_calls, host) =
+            second_request(&probe_module("P-host-bearer-auth"), "", &authorization);
+        for name in ["x-p0", "x-p1", "x-p2"] {
+            assert_eq!(request.header(name), Some("probe"), "{name}");
+        }
+        assert_eq!(request.header("x-p3"), None);
+        assert_eq!(request.header(":authority"), Some("127.0.0.1:8080"));
+        assert_eq!(response.header("x-p0"), None);
+        assert_eq!(host.shared_data().get("probe"), None);
+        let bearer_auth = FilterModule::from_file(filter_wasm("bearer-auth").unwrap()).unwrap();
+        let (request, _, calls, _) = second_request(
+            &bearer_auth,
+            &configs.bearer_auth.to_string(),
+            &authorization,
+        );
+        assert_eq!(
+            request.header("x-auth-client-id"),
+            Some("bench"),
+            "the token was accepted"
+        );
+        assert_eq!(
+            probe_calls, calls,
+            "host calls per request, probe against bearer-auth"
+        );
+
+        let (request, response, probe_calls, host) =
+            second_request(&probe_module("P-host-chain"), "", &authorization);
+        for name in ["x-p0", "x-p1", "x-p2", "x-p3", "x-p4"] {
+            assert_eq!(request.header(name), Some("probe"), "{name}");
+        }
+        assert_eq!(request.header(":authority"), Some("localhost:3002"));
+        for name in ["x-p0", "x-p1", "x-p2"] {
+            assert_eq!(response.header(name), Some("probe"), "{name}");
+        }
+        let group = host
+            .shared_data()
+            .get("probe")
+            .map(|(value, _)| value.len());
+        assert_eq!(group, Some(GROUP_LEN as usize));
+        let chain = FilterModule::from_file(filter_wasm("chain").unwrap()).unwrap();
+        let config = json!({
+            "bearer_auth": configs.bearer_auth,
+            "rate_limit": configs.rate_limit,
+            "route_rewrite": configs.route_rewrite,
+        });
+        let (request, response, calls, _) =
+            second_request(&chain, &config.to_string(), &authorization);
+        assert_eq!(request.header("x-wasmgate-upstream"), Some("notes_api"));
+        assert!(response.header("x-ratelimit-remaining").is_some());
+        assert_eq!(
+            probe_calls, calls,
+            "host calls per request, probe against the chain"
+        );
     }
 }
