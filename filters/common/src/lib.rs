@@ -4,6 +4,7 @@
 //! them and be tested on the host; `host` is the only module that talks to the proxy-wasm ABI.
 //! `schema` (feature `schema`, host only) generates the filters' config JSON Schemas.
 
+pub mod allocator;
 pub mod config;
 pub mod headers;
 pub mod host;
@@ -12,4 +13,9 @@ pub mod matcher;
 pub mod schema;
 
 pub use config::{ConfigError, parse_config};
+
+/// Every filter's allocator in wasm, where a VM has one thread (`allocator` says why).
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: allocator::SizeClassCache = allocator::SizeClassCache::new();
 pub use matcher::{RequestInfo, RequestMatch};
