@@ -52,7 +52,7 @@ impl Default for SizeClassCache {
 }
 
 /// The class of `layout`, or `None` if dlmalloc serves it directly.
-pub fn class_of(layout: Layout) -> Option<usize> {
+fn class_of(layout: Layout) -> Option<usize> {
     if layout.size() == 0 || layout.size() > LARGEST || layout.align() > ALIGN {
         return None;
     }

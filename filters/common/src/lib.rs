@@ -13,9 +13,9 @@ pub mod matcher;
 pub mod schema;
 
 pub use config::{ConfigError, parse_config};
+pub use matcher::{RequestInfo, RequestMatch};
 
 /// Every filter's allocator in wasm, where a VM has one thread (`allocator` says why).
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: allocator::SizeClassCache = allocator::SizeClassCache::new();
-pub use matcher::{RequestInfo, RequestMatch};

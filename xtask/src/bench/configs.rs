@@ -146,6 +146,16 @@ pub struct FilterConfigs {
 }
 
 impl FilterConfigs {
+    /// The one-module chain's configuration: the three filters' as its sections, with
+    /// `bearer_auth` for bearer-auth's (the scenario may have changed it).
+    pub fn chain(&self, bearer_auth: &Value) -> Value {
+        json!({
+            "bearer_auth": bearer_auth,
+            "rate_limit": self.rate_limit,
+            "route_rewrite": self.route_rewrite,
+        })
+    }
+
     /// Reads envoy/filters/*.json (`${PUBLIC_URL}` = `issuer`) and makes the benchmark's changes.
     pub fn load(issuer: &str) -> Result<Self> {
         Self::load_from(&envoy_dir().join("filters"), &bench_dir(), issuer)
@@ -242,14 +252,7 @@ pub fn render(scenario: &Scenario, values: &Values, filters: &FilterConfigs) -> 
         ("BEARER_AUTH_CONFIG", inline(&bearer)?),
         ("RATE_LIMIT_CONFIG", inline(&filters.rate_limit)?),
         ("ROUTE_REWRITE_CONFIG", inline(&filters.route_rewrite)?),
-        (
-            "CHAIN_CONFIG",
-            inline(&json!({
-                "bearer_auth": bearer,
-                "rate_limit": filters.rate_limit,
-                "route_rewrite": filters.route_rewrite,
-            }))?,
-        ),
+        ("CHAIN_CONFIG", inline(&filters.chain(&bearer))?),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -42,10 +42,10 @@ const AUTHORITY_AT: u32 = 128;
 const NEW_AUTHORITY_AT: u32 = 144;
 /// Where host calls return their results (pointers, sizes, CAS): scratch words.
 const RETURNS_AT: u32 = 1024;
-/// A zeroed value of the size of rate-limit's shared-data group (`table::GROUP_LEN`, 4 + 8 × 48
-/// bytes), for the probes that write what rate-limit writes.
+/// A zeroed value of the size of rate-limit's shared-data group, for the probes that write what
+/// rate-limit writes.
 const GROUP_AT: u32 = 2048;
-const GROUP_LEN: u32 = 388;
+const GROUP_LEN: u32 = rate_limit::table::GROUP_LEN as u32;
 
 /// A probe with a request-headers callback doing `body`.
 const fn on_request(id: &'static str, title: &'static str, body: &'static str) -> Probe {
@@ -271,7 +271,11 @@ pub fn find(id: &str) -> Option<Probe> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+    use wasmgate_harness::{Action, FilterModule, Host, Message, TokenSigner, filter_wasm};
+
     use super::*;
+    use crate::bench::configs::{AUDIENCE, FilterConfigs};
 
     #[test]
     fn every_probe_compiles_and_adds_only_its_callback() {
@@ -296,11 +300,6 @@ mod tests {
         }
         fs::remove_dir_all(&dir).unwrap();
     }
-
-    use serde_json::{Value, json};
-    use wasmgate_harness::{Action, FilterModule, Host, Message, TokenSigner, filter_wasm};
-
-    use crate::bench::configs::{AUDIENCE, FilterConfigs};
 
     const ISSUER: &str = "https://issuer.example";
 
@@ -411,11 +410,7 @@ mod tests {
             .map(|(value, _)| value.len());
         assert_eq!(group, Some(GROUP_LEN as usize));
         let chain = FilterModule::from_file(filter_wasm("chain").unwrap()).unwrap();
-        let config = json!({
-            "bearer_auth": configs.bearer_auth,
-            "rate_limit": configs.rate_limit,
-            "route_rewrite": configs.route_rewrite,
-        });
+        let config = configs.chain(&configs.bearer_auth);
         let (request, response, calls, _) =
             second_request(&chain, &config.to_string(), &authorization);
         assert_eq!(request.header("x-wasmgate-upstream"), Some("notes_api"));
