@@ -217,7 +217,7 @@ fn find_all(ids: &[String]) -> Result<Vec<Scenario>> {
                 let ids: Vec<&str> = SCENARIOS
                     .iter()
                     .map(|s| s.id)
-                    .chain(probes::PROBES.iter().map(|p| p.id))
+                    .chain(probes::ids())
                     .collect();
                 format!("unknown configuration `{id}`; known: {}", ids.join(", "))
             })

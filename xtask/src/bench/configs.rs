@@ -110,11 +110,13 @@ pub const SCENARIOS: [Scenario; 12] = [
 /// A configuration of the full run, or a probe (run only when named).
 pub fn find(id: &str) -> Option<Scenario> {
     let probe = || probes::find(id).map(|p| scenario(p.id, p.title, "P"));
+    let probe_chain = || probes::find_chain(id).map(|c| scenario(c.id, c.title, "P3"));
     SCENARIOS
         .iter()
         .copied()
         .find(|s| s.id.eq_ignore_ascii_case(id))
         .or_else(probe)
+        .or_else(probe_chain)
 }
 
 pub fn bench_dir() -> PathBuf {
@@ -261,6 +263,13 @@ pub fn render(scenario: &Scenario, values: &Values, filters: &FilterConfigs) -> 
         let wasm = probes::wasm_file(&values.probe_dir, &probe);
         vars.insert("PROBE_WASM".to_owned(), wasm.display().to_string());
     }
+    if let Some(chain) = probes::find_chain(scenario.id) {
+        for (at, id) in chain.probes.iter().enumerate() {
+            let probe = probes::find(id).with_context(|| format!("no probe `{id}`"))?;
+            let wasm = probes::wasm_file(&values.probe_dir, &probe);
+            vars.insert(format!("PROBE_WASM_{}", at + 1), wasm.display().to_string());
+        }
+    }
     substitute(&template, &vars).with_context(|| format!("in {}", template_path.display()))
 }
 
@@ -306,7 +315,7 @@ mod tests {
             ..values()
         };
         probes::write_all(&values.probe_dir).unwrap();
-        let probes = probes::PROBES.iter().filter_map(|p| find(p.id));
+        let probes = probes::ids().filter_map(find);
         for s in SCENARIOS.into_iter().chain(probes) {
             let path = dir.join(format!("{}.yaml", s.id));
             fs::write(&path, render(&s, &values, &filters).unwrap()).unwrap();

@@ -4,10 +4,11 @@
 //! our filters make per request (reading the request headers, shared data, a property, response
 //! headers), and what writing the whole request-header map at once would cost instead.
 //!
-//! Two more probes (`P-host-*`) make, with no logic at all, exactly the host calls one of our
-//! configurations makes per request: what any module with that policy must ask of Envoy. Timed
-//! next to the native configuration (`--paired`), they tell whether a target is within reach of
-//! proxy-wasm at all, and how much of the gap is our own code.
+//! More probes (`P-host-*`) make, with no logic at all, exactly the host calls one of our
+//! modules makes per request: what any module with that policy must ask of Envoy. Timed next to
+//! the native configuration (`--paired`), they tell whether a target is within reach of
+//! proxy-wasm at all, and how much of the gap is our own code. `P-host-three` runs three of them
+//! as D runs its three modules, one filter and one VM each ([`PROBE_CHAINS`]).
 //!
 //! They are written in the WebAssembly text format, without an SDK: every export and every host
 //! call is in plain sight, and nothing else runs. The benchmark compiles them (with the `wat`
@@ -57,7 +58,7 @@ const fn on_request(id: &'static str, title: &'static str, body: &'static str) -
     }
 }
 
-pub const PROBES: [Probe; 14] = [
+pub const PROBES: [Probe; 16] = [
     Probe {
         id: "P-context",
         title: "probe: a wasm filter with no callback of its own (the stream context alone)",
@@ -147,7 +148,51 @@ pub const PROBES: [Probe; 14] = [
         ),
         on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
     },
+    // What rate-limit asks of Envoy as the second of D's three modules (F-rate-limit keys on the
+    // client address instead): the request-header map read for `x-auth-client-id`, one clock
+    // read, the group read and written back with its CAS, and the three X-RateLimit response
+    // headers replaced.
+    Probe {
+        id: "P-host-rate-limit",
+        title: "probe: rate-limit's host calls in D and nothing else: 1 read of the request-header \
+                map, 1 clock read, 1 shared-data read and compare-and-swap write of a rate-limit \
+                group; 3 response-header replaces",
+        on_request_headers: Some(
+            "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group)",
+        ),
+        on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
+    },
+    // What route-rewrite asks of Envoy as the last of D's modules: the request-header map read,
+    // `x-original-path` and `x-wasmgate-upstream` added (here `x-p3` and `x-p4`, after
+    // bearer-auth's three) and `:authority` replaced.
+    on_request(
+        "P-host-route-rewrite",
+        "probe: route-rewrite's host calls and nothing else: 1 read of the request-header map, \
+         2 request-header adds, 1 replace of :authority",
+        "(call $read_map) (call $add_headers_from (i32.const 3) (i32.const 2)) \
+         (call $replace_authority)",
+    ),
 ];
+
+/// Probes run together, each as a filter and a VM of its own, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeChain {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub probes: [&'static str; 3],
+}
+
+/// What D's three modules ask of Envoy per request, each module's host calls made by its probe.
+pub const PROBE_CHAINS: [ProbeChain; 1] = [ProbeChain {
+    id: "P-host-three",
+    title: "probes: the host calls of D's three modules and nothing else, three filters and three \
+            VMs: P-host-bearer-auth, P-host-rate-limit, P-host-route-rewrite",
+    probes: [
+        "P-host-bearer-auth",
+        "P-host-rate-limit",
+        "P-host-route-rewrite",
+    ],
+}];
 
 /// The module of `probe` in the WebAssembly text format.
 pub fn wat(probe: &Probe) -> String {
@@ -205,10 +250,12 @@ pub fn wat(probe: &Probe) -> String {
         (i32.const {VALUE_AT}) (i32.const 5)))
       (br_if $again (local.get $n))))
   (func $add_headers (param $n i32)
+    (call $add_headers_from (i32.const 0) (local.get $n)))
+  (func $add_headers_from (param $first i32) (param $n i32)
     (loop $again
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-      (drop (call $add (i32.const 0) (call $name_at (local.get $n)) (i32.const 4)
-        (i32.const {VALUE_AT}) (i32.const 5)))
+      (drop (call $add (i32.const 0) (call $name_at (i32.add (local.get $first) (local.get $n)))
+        (i32.const 4) (i32.const {VALUE_AT}) (i32.const 5)))
       (br_if $again (local.get $n))))
   (func $read_map
     (drop (call $pairs (i32.const 0) (i32.const {RETURNS_AT}) (i32.const {returns_4}))))
@@ -269,6 +316,21 @@ pub fn find(id: &str) -> Option<Probe> {
         .find(|p| p.id.eq_ignore_ascii_case(id))
 }
 
+pub fn find_chain(id: &str) -> Option<ProbeChain> {
+    PROBE_CHAINS
+        .iter()
+        .copied()
+        .find(|c| c.id.eq_ignore_ascii_case(id))
+}
+
+/// Every configuration id the probes add: each probe's and each chain's.
+pub fn ids() -> impl Iterator<Item = &'static str> {
+    PROBES
+        .iter()
+        .map(|p| p.id)
+        .chain(PROBE_CHAINS.iter().map(|c| c.id))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
@@ -311,15 +373,27 @@ mod tests {
         config: &str,
         authorization: &str,
     ) -> (Message, Message, u64, Host) {
+        second_request_with(module, config, authorization, &[])
+    }
+
+    /// `second_request` with `more` request headers: what the filters before a module in D
+    /// added.
+    fn second_request_with(
+        module: &FilterModule,
+        config: &str,
+        authorization: &str,
+        more: &[(&str, &str)],
+    ) -> (Message, Message, u64, Host) {
         let host = Host::new(module);
         let mut vm = host.plugin(config).unwrap();
-        let request = [
+        let mut request = vec![
             (":method", "GET"),
             (":path", "/api/notes"),
             (":authority", "127.0.0.1:8080"),
             (":scheme", "http"),
             ("authorization", authorization),
         ];
+        request.extend_from_slice(more);
         let mut last = None;
         for _ in 0..2 {
             let before = vm.crossings();
@@ -359,6 +433,19 @@ mod tests {
         let claims = json!({"iss": ISSUER, "sub": "bench", "aud": AUDIENCE, "client_id": "bench",
                             "scope": "demo", "iat": now, "jti": "1", "exp": now + 3600});
         format!("Bearer {}", signer.access_token(claims).unwrap())
+    }
+
+    /// A probe standing for rate-limit wrote its three response headers and a value of the size
+    /// of rate-limit's group.
+    fn assert_made_rate_limit_writes(response: &Message, host: &Host) {
+        for name in ["x-p0", "x-p1", "x-p2"] {
+            assert_eq!(response.header(name), Some("probe"), "{name}");
+        }
+        let group = host
+            .shared_data()
+            .get("probe")
+            .map(|(value, _)| value.len());
+        assert_eq!(group, Some(GROUP_LEN as usize));
     }
 
     /// The host-call probes do what their titles say, and as many host calls per request as the
@@ -401,14 +488,7 @@ mod tests {
             assert_eq!(request.header(name), Some("probe"), "{name}");
         }
         assert_eq!(request.header(":authority"), Some("localhost:3002"));
-        for name in ["x-p0", "x-p1", "x-p2"] {
-            assert_eq!(response.header(name), Some("probe"), "{name}");
-        }
-        let group = host
-            .shared_data()
-            .get("probe")
-            .map(|(value, _)| value.len());
-        assert_eq!(group, Some(GROUP_LEN as usize));
+        assert_made_rate_limit_writes(&response, &host);
         let chain = FilterModule::from_file(filter_wasm("chain").unwrap()).unwrap();
         let config = configs.chain(&configs.bearer_auth);
         let (request, response, calls, _) =
@@ -419,5 +499,72 @@ mod tests {
             probe_calls, calls,
             "host calls per request, probe against the chain"
         );
+    }
+
+    /// The same for D's second and third modules, each sent what the modules before it added.
+    #[test]
+    fn host_probes_of_d_make_the_host_calls_of_its_modules() {
+        let signer = TokenSigner::new("bench");
+        let configs = bench_configs(&signer);
+        let authorization = bearer(&signer);
+        let identity = [
+            ("x-auth-subject", "bench"),
+            ("x-auth-client-id", "bench"),
+            ("x-auth-scopes", "demo"),
+        ];
+
+        let (request, response, probe_calls, host) =
+            second_request(&probe_module("P-host-rate-limit"), "", &authorization);
+        assert_eq!(request.header("x-p0"), None);
+        assert_made_rate_limit_writes(&response, &host);
+        let rate_limit = FilterModule::from_file(filter_wasm("rate-limit").unwrap()).unwrap();
+        // Keyed on the client id header: without it rate-limit would read the client's address,
+        // a host call more.
+        let (_, response, calls, _) = second_request_with(
+            &rate_limit,
+            &configs.rate_limit.to_string(),
+            &authorization,
+            &identity,
+        );
+        assert!(response.header("x-ratelimit-remaining").is_some());
+        assert_eq!(
+            probe_calls, calls,
+            "host calls per request, probe against rate-limit"
+        );
+
+        let (request, _, probe_calls, _) =
+            second_request(&probe_module("P-host-route-rewrite"), "", &authorization);
+        for name in ["x-p3", "x-p4"] {
+            assert_eq!(request.header(name), Some("probe"), "{name}");
+        }
+        assert_eq!(request.header("x-p0"), None);
+        assert_eq!(request.header(":authority"), Some("localhost:3002"));
+        let route_rewrite = FilterModule::from_file(filter_wasm("route-rewrite").unwrap()).unwrap();
+        let (request, _, calls, _) = second_request_with(
+            &route_rewrite,
+            &configs.route_rewrite.to_string(),
+            &authorization,
+            &identity,
+        );
+        assert_eq!(request.header("x-wasmgate-upstream"), Some("notes_api"));
+        assert_eq!(
+            probe_calls, calls,
+            "host calls per request, probe against route-rewrite"
+        );
+    }
+
+    #[test]
+    fn the_three_module_probe_runs_the_host_probes_of_d_in_its_order() {
+        let chain = find_chain("p-host-three").unwrap();
+        assert_eq!(
+            chain.probes,
+            [
+                "P-host-bearer-auth",
+                "P-host-rate-limit",
+                "P-host-route-rewrite"
+            ]
+        );
+        assert!(chain.probes.iter().all(|id| find(id).is_some()));
+        assert!(ids().any(|id| id == "P-host-three"));
     }
 }
