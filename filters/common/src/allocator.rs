@@ -24,8 +24,9 @@ use std::ptr;
 /// Sizes are rounded up to a multiple of this; it is also the alignment every block in a class
 /// has (what dlmalloc's `malloc` guarantees on wasm32 without asking for more).
 pub const ALIGN: usize = 8;
-/// The largest block served from a class.
-pub const LARGEST: usize = 512;
+/// The largest block served from a class: it covers a request's copy of its headers
+/// (`headers.rs`, about 700 bytes), the largest block allocated on every request.
+pub const LARGEST: usize = 1024;
 const CLASSES: usize = LARGEST / ALIGN;
 
 /// Free lists by size class: each free block's first word points to the next free block.
@@ -180,7 +181,21 @@ mod tests {
     #[test]
     fn blocks_stay_intact_and_aligned_through_churn_and_realloc() {
         let cache = SizeClassCache::new();
-        let sizes = [1, 7, 8, 9, 31, 64, 100, 511, 512, 513, 4096];
+        let sizes = [
+            1,
+            7,
+            8,
+            9,
+            31,
+            64,
+            100,
+            511,
+            512,
+            513,
+            LARGEST,
+            LARGEST + 1,
+            4096,
+        ];
         unsafe {
             for round in 0..3u8 {
                 let blocks: Vec<(*mut u8, Layout)> = sizes
