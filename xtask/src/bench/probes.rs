@@ -384,6 +384,18 @@ mod tests {
         authorization: &str,
         more: &[(&str, &str)],
     ) -> (Message, Message, u64, Host) {
+        requests_through(module, config, authorization, more, 2)
+    }
+
+    /// `times` requests through `module` (with `more` headers): the last one's request, response
+    /// and host calls.
+    fn requests_through(
+        module: &FilterModule,
+        config: &str,
+        authorization: &str,
+        more: &[(&str, &str)],
+        times: u32,
+    ) -> (Message, Message, u64, Host) {
         let host = Host::new(module);
         let mut vm = host.plugin(config).unwrap();
         let mut request = vec![
@@ -395,7 +407,7 @@ mod tests {
         ];
         request.extend_from_slice(more);
         let mut last = None;
-        for _ in 0..2 {
+        for _ in 0..times {
             let before = vm.crossings();
             let mut stream = vm.http_stream().unwrap();
             assert_eq!(
@@ -551,6 +563,26 @@ mod tests {
             probe_calls, calls,
             "host calls per request, probe against route-rewrite"
         );
+    }
+
+    /// Not a test: D1's requests as the benchmark sends them, with its configuration, in a loop
+    /// for a profile of our own code in the harness (BENCHMARKS.md, "Our module's cost is its
+    /// code more than its instructions"; `tests/harness/README.md` has the settings).
+    /// `PROFILE_REQUESTS` requests, 2,000 by default.
+    #[test]
+    #[ignore = "a profiling loop, run by hand"]
+    fn profile_loop_d1() {
+        let signer = TokenSigner::new("bench");
+        let configs = bench_configs(&signer);
+        let authorization = bearer(&signer);
+        let chain = FilterModule::from_file(filter_wasm("chain").unwrap()).unwrap();
+        let config = configs.chain(&configs.bearer_auth).to_string();
+        let requests = std::env::var("PROFILE_REQUESTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000);
+        let (_, response, _, _) = requests_through(&chain, &config, &authorization, &[], requests);
+        assert!(response.header("x-ratelimit-remaining").is_some());
     }
 
     #[test]
