@@ -83,7 +83,7 @@ impl Bucket {
 
     /// Whole tokens left.
     pub fn remaining(&self, rate: &Rate) -> u64 {
-        let whole = self.units.checked_div(rate.one()).unwrap_or(0);
+        let whole = div_ceil_or_floor(self.units, rate.one(), false).unwrap_or(0);
         u64::try_from(whole).unwrap_or(u64::MAX)
     }
 
@@ -112,12 +112,22 @@ fn ns_to_earn(units: u128, rate: &Rate) -> Option<u64> {
     if units == 0 {
         return Some(0);
     }
-    let per_ns = u128::from(rate.limit);
-    if per_ns == 0 {
-        return None;
-    }
-    let ns = units.div_ceil(per_ns);
+    let ns = div_ceil_or_floor(units, u128::from(rate.limit), true)?;
     Some(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// `n / d` rounded up (`ceil`) or down; `None` when `d` is 0. The values of a request nearly
+/// always fit in 64 bits (a full bucket of a billion tokens a second is 10^18 units), and there
+/// the division is the 64-bit one wasm has, instead of a call to the 128-bit routine of
+/// `compiler_builtins` (three per request, BENCHMARKS.md "Our module's cost is its code more than
+/// its instructions").
+fn div_ceil_or_floor(n: u128, d: u128, ceil: bool) -> Option<u128> {
+    let (quotient, remainder) = match (u64::try_from(n), u64::try_from(d)) {
+        (Ok(n), Ok(d)) => (u128::from(n.checked_div(d)?), u128::from(n.checked_rem(d)?)),
+        _ => (n.checked_div(d)?, n.checked_rem(d)?),
+    };
+    // No overflow: a quotient of u128::MAX means d = 1, so no remainder.
+    Some(quotient + u128::from(ceil && remainder != 0))
 }
 
 /// Whole seconds, rounded up (header values promise "at least this long").
@@ -427,6 +437,20 @@ mod tests {
                         prop_assert_eq!(bucket.remaining(&rate), before - 1);
                     }
                 }
+            }
+
+            #[test]
+            fn divisions_on_64_bits_agree_with_128_bit_ones(
+                n in prop_oneof![any::<u64>().prop_map(u128::from), any::<u128>()],
+                d in prop_oneof![
+                    Just(0u128),
+                    any::<u64>().prop_map(u128::from),
+                    any::<u128>(),
+                ],
+            ) {
+                prop_assert_eq!(div_ceil_or_floor(n, d, false), n.checked_div(d));
+                let ceil = (d != 0).then(|| n.div_ceil(d));
+                prop_assert_eq!(div_ceil_or_floor(n, d, true), ceil);
             }
 
             #[test]

@@ -5,6 +5,7 @@ use serde::{Deserialize, Deserializer};
 use wasmgate_filter_common::{ConfigError, RequestMatch, parse_config};
 
 use crate::bucket::Rate;
+use crate::keys::PolicyHash;
 use crate::table::WAYS;
 
 /// Largest `limit` and `burst`: keeps the fixed-point arithmetic far from overflow.
@@ -28,6 +29,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub name: String,
+    /// The bucket hash's state after the policy's identity, worked out once here
+    /// (`keys::locate` goes on from it with the request's key).
+    pub identity: PolicyHash,
     pub matcher: RequestMatch,
     pub key: Vec<KeyPart>,
     pub on_missing_key: OnMissingKey,
@@ -344,16 +348,18 @@ pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
                 "must be at least 1 (a bucket of 0 tokens refuses every request; use limit 0 for that)",
             ));
         }
+        let rate = Rate {
+            limit: p.limit,
+            interval_ns: p.interval,
+            burst,
+        };
         policies.push(Policy {
+            identity: PolicyHash::new(&p.name, &rate),
             name: p.name,
             matcher: p.matcher,
             key: p.key,
             on_missing_key: p.on_missing_key,
-            rate: Rate {
-                limit: p.limit,
-                interval_ns: p.interval,
-                burst,
-            },
+            rate,
             dry_run: p.dry_run,
         });
     }

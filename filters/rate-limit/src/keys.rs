@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::bucket::Rate;
 use crate::config::{KeyPart, Policy, Table};
 use crate::table::SlotRef;
 
@@ -94,19 +95,36 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
         })
 }
 
-/// Hashes the policy's identity and the key values to a group and a fingerprint. The rate is part
-/// of the identity: after a configuration change the stored fixed-point values (whose unit
+/// A policy's identity hashed, for each key source: the state `locate` goes on from. The rate is
+/// part of the identity: after a configuration change the stored fixed-point values (whose unit
 /// depends on the interval) are never read with the wrong unit; the client starts full instead.
+/// Worked out once per policy at load, not on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyHash {
+    primary: SipHasher13,
+    fallback: SipHasher13,
+}
+
+impl PolicyHash {
+    pub fn new(name: &str, rate: &Rate) -> Self {
+        let mut h = SipHasher13::new_with_keys(HASH_KEY.0, HASH_KEY.1);
+        write_str(&mut h, name);
+        h.write_u64(rate.limit);
+        h.write_u64(rate.interval_ns);
+        h.write_u64(rate.burst);
+        let (mut primary, mut fallback) = (h, h);
+        primary.write_u8(1);
+        fallback.write_u8(2);
+        Self { primary, fallback }
+    }
+}
+
+/// Hashes the policy's identity and the key values to a group and a fingerprint.
 pub fn locate(table: &Table, policy: &Policy, source: KeySource, values: &[String]) -> SlotRef {
-    let mut h = SipHasher13::new_with_keys(HASH_KEY.0, HASH_KEY.1);
-    write_str(&mut h, &policy.name);
-    h.write_u64(policy.rate.limit);
-    h.write_u64(policy.rate.interval_ns);
-    h.write_u64(policy.rate.burst);
-    h.write_u8(match source {
-        KeySource::Primary => 1,
-        KeySource::Fallback => 2,
-    });
+    let mut h = match source {
+        KeySource::Primary => policy.identity.primary,
+        KeySource::Fallback => policy.identity.fallback,
+    };
     h.write_usize(values.len());
     for v in values {
         write_str(&mut h, v);
@@ -275,6 +293,17 @@ pub mod tests {
             locate(&table, &a, KeySource::Primary, &["ab".into(), "c".into()]).fingerprint,
             locate(&table, &a, KeySource::Primary, &["a".into(), "bc".into()]).fingerprint
         );
+        // The state worked out at load continues to what hashing everything per request gave,
+        // so buckets keep their slots across this change.
+        let mut scratch = SipHasher13::new_with_keys(HASH_KEY.0, HASH_KEY.1);
+        write_str(&mut scratch, "a");
+        for n in [a.rate.limit, a.rate.interval_ns, a.rate.burst] {
+            scratch.write_u64(n);
+        }
+        scratch.write_u8(1);
+        scratch.write_usize(1);
+        write_str(&mut scratch, "123");
+        assert_eq!(s1.fingerprint, scratch.finish128().h2.max(1));
         let mut groups = std::collections::HashSet::new();
         for i in 0..10_000 {
             let s = locate(&table, &a, KeySource::Primary, &v(&i.to_string()));
