@@ -567,7 +567,7 @@ mod tests {
 
     /// Not a test: D1's requests as the benchmark sends them, with its configuration, in a loop
     /// for a profile of our own code in the harness (BENCHMARKS.md, "Our module's cost is its
-    /// code more than its instructions"; `tests/harness/README.md` has the settings).
+    /// code as much as its instructions"; `tests/harness/README.md` has the settings).
     /// `PROFILE_REQUESTS` requests, 2,000 by default.
     #[test]
     #[ignore = "a profiling loop, run by hand"]
