@@ -373,22 +373,11 @@ mod tests {
         config: &str,
         authorization: &str,
     ) -> (Message, Message, u64, Host) {
-        second_request_with(module, config, authorization, &[])
+        requests_through(module, config, authorization, &[], 2)
     }
 
-    /// `second_request` with `more` request headers: what the filters before a module in D
-    /// added.
-    fn second_request_with(
-        module: &FilterModule,
-        config: &str,
-        authorization: &str,
-        more: &[(&str, &str)],
-    ) -> (Message, Message, u64, Host) {
-        requests_through(module, config, authorization, more, 2)
-    }
-
-    /// `times` requests through `module` (with `more` headers): the last one's request, response
-    /// and host calls.
+    /// `times` requests through `module` with `more` request headers (in D, what the filters
+    /// before a module added): the last one's request, response and host calls.
     fn requests_through(
         module: &FilterModule,
         config: &str,
@@ -532,12 +521,9 @@ mod tests {
         let rate_limit = FilterModule::from_file(filter_wasm("rate-limit").unwrap()).unwrap();
         // Keyed on the client id header: without it rate-limit would read the client's address,
         // a host call more.
-        let (_, response, calls, _) = second_request_with(
-            &rate_limit,
-            &configs.rate_limit.to_string(),
-            &authorization,
-            &identity,
-        );
+        let config = configs.rate_limit.to_string();
+        let (_, response, calls, _) =
+            requests_through(&rate_limit, &config, &authorization, &identity, 2);
         assert!(response.header("x-ratelimit-remaining").is_some());
         assert_eq!(
             probe_calls, calls,
@@ -552,12 +538,9 @@ mod tests {
         assert_eq!(request.header("x-p0"), None);
         assert_eq!(request.header(":authority"), Some("localhost:3002"));
         let route_rewrite = FilterModule::from_file(filter_wasm("route-rewrite").unwrap()).unwrap();
-        let (request, _, calls, _) = second_request_with(
-            &route_rewrite,
-            &configs.route_rewrite.to_string(),
-            &authorization,
-            &identity,
-        );
+        let config = configs.route_rewrite.to_string();
+        let (request, _, calls, _) =
+            requests_through(&route_rewrite, &config, &authorization, &identity, 2);
         assert_eq!(request.header("x-wasmgate-upstream"), Some("notes_api"));
         assert_eq!(
             probe_calls, calls,
