@@ -590,3 +590,84 @@ fn a_million_distinct_keys_stay_within_the_bound_and_active_limits_stay_exact() 
         "the scan overflowed the table and was evicted"
     );
 }
+
+/// `decide_one` against the general path, on generated single-policy configurations and request
+/// sequences: the same verdicts, logs and counts, request after request.
+mod one_policy {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    fn policy() -> impl Strategy<Value = String> {
+        let matcher = select(vec![
+            r#"{"path_prefix":"/api/"}"#,
+            r#"{"methods":["POST"]}"#,
+            "{}",
+        ]);
+        let on_missing = select(vec![
+            r#""skip""#,
+            r#""deny""#,
+            r#"{"fallback":["client_ip"]}"#,
+        ]);
+        let limit = select(vec![0u64, 1, 3]);
+        let dry_run = any::<bool>();
+        let headers = select(vec!["none", "draft10", "x_ratelimit", "both"]);
+        let failure_mode = select(vec!["allow", "deny"]);
+        (matcher, on_missing, limit, dry_run, headers, failure_mode).prop_map(
+            |(matcher, on_missing, limit, dry_run, headers, failure_mode)| {
+                format!(
+                    r#"{{"policies":[{{"name":"p","match":{matcher},
+                    "key":[{{"header":"x-auth-client-id"}}],"on_missing_key":{on_missing},
+                    "limit":{limit},"interval":"2s","dry_run":{dry_run}}}],
+                    "headers":"{headers}","failure_mode":"{failure_mode}"}}"#
+                )
+            },
+        )
+    }
+
+    /// A request: method, path, client id (none: the header is missing), ms since the last one.
+    fn request() -> impl Strategy<Value = (&'static str, &'static str, Option<&'static str>, u64)> {
+        (
+            select(vec!["GET", "POST"]),
+            select(vec!["/api/notes", "/health"]),
+            select(vec![Some("a"), Some("b"), None]),
+            select(vec![0u64, 300, 2_500]),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn one_policy_is_decided_as_the_general_path_decides_it(
+            config in policy(),
+            requests in vec(request(), 1..12),
+            contended in any::<bool>(),
+        ) {
+            let config = load(config.as_bytes()).unwrap();
+            let (one_store, general_store) = (MemoryStore::new(), MemoryStore::new());
+            let (one_counts, general_counts) = (Counts::default(), Counts::default());
+            let mut now = T0;
+            for (method, path, id, after_ms) in requests {
+                now += after_ms * 1_000_000;
+                let mut request = FakeRequest::new(method, path);
+                if let Some(id) = id {
+                    request = request.with("x-auth-client-id", id);
+                }
+                let (one, general) = if contended {
+                    (
+                        decide(&config, &AlwaysContended(MemoryStore::new()), &request, now, &one_counts),
+                        decide_generally(&config, &AlwaysContended(MemoryStore::new()), &request, now, &general_counts),
+                    )
+                } else {
+                    (
+                        decide(&config, &one_store, &request, now, &one_counts),
+                        decide_generally(&config, &general_store, &request, now, &general_counts),
+                    )
+                };
+                prop_assert_eq!(one, general);
+            }
+            prop_assert_eq!(&*one_counts.0.lock().unwrap(), &*general_counts.0.lock().unwrap());
+        }
+    }
+}

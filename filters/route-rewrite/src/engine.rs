@@ -5,6 +5,7 @@ use crate::condition::evaluate_all;
 use crate::flags::Action;
 use crate::reply::Reply;
 use crate::rule::{Rule, Target};
+use crate::shortcut::{Proxied, Shortcut};
 use crate::template::Values;
 use crate::url::{escape, join, merge_query, split_query};
 use crate::variables::Variable;
@@ -24,6 +25,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     max_rule_applications: u32,
     max_path_length: usize,
+    /// The first rule, when it can be applied without the general engine (`shortcut.rs`).
+    shortcut: Option<Shortcut>,
 }
 
 /// Changes to make to the request before it goes on; `None` leaves a header as it is.
@@ -54,11 +57,24 @@ pub struct Evaluation {
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>, max_rule_applications: u32, max_path_length: usize) -> Self {
+        // With no application allowed at all, even the first rule's is an error: the engine's.
+        let shortcut = rules
+            .first()
+            .filter(|_| max_rule_applications > 0)
+            .and_then(Shortcut::of);
         Self {
             rules,
             max_rule_applications,
             max_path_length,
+            shortcut,
         }
+    }
+
+    /// The same rules without the shortcut, for comparing it with the engine.
+    #[cfg(test)]
+    pub(crate) fn without_shortcut(mut self) -> Self {
+        self.shortcut = None;
+        self
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -74,6 +90,9 @@ impl RuleSet {
                 error: None,
             };
         };
+        if let Some(proxied) = self.shortcut.as_ref().and_then(|s| s.apply(&original)) {
+            return self.proxied_by_first_rule(proxied);
+        }
         let (original_path, original_query) = split_query(&original);
         let mut state = State {
             path: original_path.to_string(),
@@ -158,6 +177,27 @@ impl RuleSet {
                 path: (rewritten != original).then_some(rewritten),
                 authority: None,
                 upstream: None,
+            }),
+            hits,
+            error: None,
+        }
+    }
+
+    /// The evaluation the engine makes when the first rule proxies the request.
+    fn proxied_by_first_rule(&self, proxied: Proxied) -> Evaluation {
+        let hits = vec![0];
+        let error = self
+            .rules
+            .first()
+            .and_then(|rule| self.too_long(rule, &proxied.path));
+        if let Some(error) = error {
+            return failure(hits, error);
+        }
+        Evaluation {
+            outcome: Outcome::Continue(Rewrite {
+                path: Some(proxied.path),
+                authority: Some(proxied.authority),
+                upstream: Some(proxied.upstream),
             }),
             hits,
             error: None,

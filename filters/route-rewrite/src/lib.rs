@@ -12,6 +12,7 @@ pub mod flags;
 pub mod literal;
 pub mod reply;
 pub mod rule;
+pub mod shortcut;
 pub mod syntax;
 pub mod template;
 pub mod url;

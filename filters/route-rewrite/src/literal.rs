@@ -65,11 +65,20 @@ impl LiteralPattern {
     /// The groups of a match as the regex would give them: the whole match, then the rest after
     /// the literal if the pattern captures it.
     pub fn groups<'s>(&self, subject: &'s str) -> Option<Vec<&'s str>> {
+        let captures = self.captures(subject)?;
+        Some(match captures.rest {
+            Some(rest) => vec![captures.whole, rest],
+            None => vec![captures.whole],
+        })
+    }
+
+    /// `groups` without the list: what the shortcut (`shortcut.rs`) expands its template from.
+    pub fn captures<'s>(&self, subject: &'s str) -> Option<Captures<'s>> {
         let rest = subject.strip_prefix(self.prefix.as_str())?;
         let literal = subject.get(..self.prefix.len())?;
         match (self.captures_rest, self.anchored_end) {
-            (false, false) => Some(vec![literal]),
-            (false, true) => rest.is_empty().then(|| vec![literal]),
+            (false, false) => Some(Captures::whole(literal)),
+            (false, true) => rest.is_empty().then(|| Captures::whole(literal)),
             (true, anchored_end) => {
                 // `.` stops at a newline: unanchored, the group ends there; anchored, a newline
                 // anywhere in the rest means no match.
@@ -78,8 +87,34 @@ impl LiteralPattern {
                     return None;
                 }
                 let whole = subject.get(..self.prefix.len() + line.len())?;
-                Some(vec![whole, line])
+                Some(Captures {
+                    whole,
+                    rest: Some(line),
+                })
             }
+        }
+    }
+}
+
+/// A match of a `LiteralPattern`: `$0`, and `$1` when the pattern captures the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Captures<'s> {
+    pub whole: &'s str,
+    pub rest: Option<&'s str>,
+}
+
+impl<'s> Captures<'s> {
+    fn whole(whole: &'s str) -> Self {
+        Self { whole, rest: None }
+    }
+
+    /// Group `index` as the regex numbers them; a group the pattern does not have is empty, as a
+    /// template expands it.
+    pub fn group(&self, index: usize) -> &'s str {
+        match index {
+            0 => self.whole,
+            1 => self.rest.unwrap_or(""),
+            _ => "",
         }
     }
 }

@@ -107,6 +107,11 @@ impl Rule {
         })
     }
 
+    /// The pattern's literal form, if it has one and is not negated.
+    pub fn literal(&self) -> Option<&LiteralPattern> {
+        self.literal.as_ref().filter(|_| !self.negated)
+    }
+
     /// Matches the pattern against `subject`; on a match returns the groups (`$0` is the whole
     /// match), empty for a negated pattern.
     pub fn matches(&self, subject: &str) -> Option<Vec<String>> {

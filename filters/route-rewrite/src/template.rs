@@ -187,6 +187,14 @@ impl Template {
         self.pieces.iter().all(|p| matches!(p, Piece::Literal(_)))
     }
 
+    /// True when the template refers to nothing but the rule's groups (`$N`): expanding it reads
+    /// no request header and no condition (`shortcut.rs`).
+    pub fn refers_only_to_rule_groups(&self) -> bool {
+        self.pieces
+            .iter()
+            .all(|p| matches!(p, Piece::Literal(_) | Piece::RuleGroup(_)))
+    }
+
     pub fn expand(&self, values: &dyn Values) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
