@@ -119,10 +119,10 @@ impl RootContext for Root {
             ran: 0,
             request_headers: (0, false),
         }));
-        STREAMS.with(|s| s.borrow_mut().insert(context_id, stages.clone()));
         Some(Box::new(Stream {
             id: context_id,
             stages,
+            paused: false,
         }))
     }
 }
@@ -138,7 +138,9 @@ struct Streams {
 }
 
 thread_local! {
-    /// Each live request's stages by context id, for `continue_after_pause`.
+    /// The stages of each request a stage paused, by context id, for `continue_after_pause`.
+    /// Only paused requests are kept here: every other request would pay an insert and a removal
+    /// for nothing.
     static STREAMS: RefCell<HashMap<u32, Rc<RefCell<Streams>>, BuildHasherDefault<ContextIdHash>>> =
         RefCell::new(HashMap::default());
 }
@@ -206,11 +208,15 @@ fn continue_after_pause(context_id: u32) -> bool {
 struct Stream {
     id: u32,
     stages: Rc<RefCell<Streams>>,
+    /// Whether a stage paused the request, which put the stages in `STREAMS`.
+    paused: bool,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        STREAMS.with(|s| s.borrow_mut().remove(&self.id));
+        if self.paused {
+            STREAMS.with(|s| s.borrow_mut().remove(&self.id));
+        }
     }
 }
 
@@ -246,7 +252,13 @@ impl HttpContext for Stream {
         streams.request_headers = (num_headers, end_of_stream);
         streams.ran = 0;
         // One read of the request headers for every stage.
-        with_request_headers(|| run_request_headers(&mut streams))
+        let action = with_request_headers(|| run_request_headers(&mut streams));
+        if action == Action::Pause && !self.paused {
+            // The stage that paused resumes the request later through `continue_after_pause`.
+            self.paused = true;
+            STREAMS.with(|s| s.borrow_mut().insert(self.id, self.stages.clone()));
+        }
+        action
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
