@@ -7,6 +7,7 @@
 //! it, reads them here instead.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::ops::Range;
 
 use smallvec::SmallVec;
@@ -22,7 +23,40 @@ use smallvec::SmallVec;
 pub struct HeaderSnapshot {
     buffers: Buffers,
     entries: SmallVec<[Entry; INLINE_ENTRIES]>,
+    request_line: RequestLineMemo,
 }
+
+/// The request line's pseudo-headers, which every stage reads (`:method`, `:path` and
+/// `:authority`: each stage's request matching, rate-limit's key, route-rewrite's rules), found
+/// in one pass over the headers the first time one of them is read, and forgotten when a write
+/// could change it (a replace or a removal, or an added pseudo-header). Each lookup would
+/// otherwise walk all the headers, to the end for a repeated header to join: eight of a
+/// request's ten lookups through the chain are of these three.
+#[derive(Debug, Clone, Default)]
+struct RequestLineMemo(OnceCell<[Found; REQUEST_LINE.len()]>);
+
+/// The names `RequestLineMemo` keeps, as the filters ask for them.
+const REQUEST_LINE: [&str; 3] = [":method", ":path", ":authority"];
+
+/// Where a header of the request line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Missing,
+    /// The entry at this position, the only one of that name.
+    Once(usize),
+    /// More than once: looked up (and joined) as any other header.
+    Repeated,
+}
+
+/// Only a cache of what the entries say: two copies with the same headers are equal whatever
+/// each has worked out so far.
+impl PartialEq for RequestLineMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RequestLineMemo {}
 
 /// The two buffers as one range of positions: the host's bytes, then the written ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,6 +144,7 @@ impl HeaderSnapshot {
                 written: Vec::new(),
             },
             entries,
+            request_line: RequestLineMemo::default(),
         }
     }
 
@@ -169,6 +204,14 @@ impl HeaderSnapshot {
     /// `Authorization`, say) go unseen; joined, a duplicate credential reads as the malformed
     /// value it is.
     pub fn value(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        match self.request_line(name) {
+            Some(Found::Missing) => return None,
+            Some(Found::Once(at)) => {
+                let entry = self.entries.get(at)?;
+                return self.buffers.get(&entry.value).map(Cow::Borrowed);
+            }
+            Some(Found::Repeated) | None => {}
+        }
         let mut matching = self.matching(name);
         let first = matching.next()?;
         let Some(second) = matching.next() else {
@@ -180,6 +223,26 @@ impl HeaderSnapshot {
             joined.extend_from_slice(value);
         }
         Some(Cow::Owned(joined))
+    }
+
+    /// Where `name` is, if it is one of the request line's pseudo-headers (`RequestLineMemo`).
+    fn request_line(&self, name: &str) -> Option<Found> {
+        let which = REQUEST_LINE.iter().position(|n| *n == name)?;
+        let found = self.request_line.0.get_or_init(|| {
+            let mut found = [Found::Missing; REQUEST_LINE.len()];
+            for (at, entry) in self.entries.iter().enumerate() {
+                for (slot, pseudo) in found.iter_mut().zip(REQUEST_LINE) {
+                    if is_named(&self.buffers, entry, pseudo) {
+                        *slot = match slot {
+                            Found::Missing => Found::Once(at),
+                            _ => Found::Repeated,
+                        };
+                    }
+                }
+            }
+            found
+        });
+        found.get(which).copied()
     }
 
     /// `value` as text; a value that is not UTF-8 is read lossily.
@@ -245,6 +308,7 @@ impl HeaderSnapshot {
     /// now), and drops any later ones; a name not there yet goes at the end. The common case, one
     /// header replaced, moves no other entry.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
+        self.request_line = RequestLineMemo::default();
         let buffers = &self.buffers;
         let named = |e: &Entry| is_named(buffers, e, name);
         let Some(value) = value else {
@@ -282,6 +346,11 @@ impl HeaderSnapshot {
 
     /// Appends a header at the end.
     fn push(&mut self, name: &[u8], value: &[u8]) {
+        // Entries before the new one keep their places: only another pseudo-header can change
+        // what the memo says (the request line's names all start with `:`).
+        if name.first() == Some(&b':') {
+            self.request_line = RequestLineMemo::default();
+        }
         let entry = self.buffers.append(name, value);
         self.entries.push(entry);
     }
@@ -315,7 +384,9 @@ impl<'s> Iterator for Matching<'s, '_> {
     type Item = &'s [u8];
 
     fn next(&mut self) -> Option<&'s [u8]> {
-        let HeaderSnapshot { buffers, entries } = self.snapshot;
+        let HeaderSnapshot {
+            buffers, entries, ..
+        } = self.snapshot;
         while let Some(entry) = entries.get(self.next) {
             self.next = self.next.saturating_add(1);
             if is_named(buffers, entry, self.name)
@@ -532,6 +603,34 @@ mod tests {
             "[aAbB:-]{1,3}"
         }
 
+        /// The request line's names as the filters ask for them, another case of one, and
+        /// others.
+        const REQUEST_LINE_NAMES: [&str; 6] =
+            [":method", ":path", ":authority", ":PATH", ":scheme", "x-a"];
+
+        fn request_line_name() -> impl Strategy<Value = String> {
+            proptest::sample::select(REQUEST_LINE_NAMES.to_vec()).prop_map(str::to_owned)
+        }
+
+        /// `HeaderSnapshot::set` on a plain list: the first header of the name keeps its place
+        /// with the new value and the name as written now, later ones go; a new name goes last.
+        fn model_set(model: &mut Vec<(String, String)>, name: &str, value: Option<&str>) {
+            let named = |n: &String| n.eq_ignore_ascii_case(name);
+            let first = model.iter().position(|(n, _)| named(n));
+            let mut at = 0;
+            model.retain(|(n, _)| {
+                let keep = !named(n) || (Some(at) == first && value.is_some());
+                at += 1;
+                keep
+            });
+            if let Some(value) = value {
+                match model.iter_mut().find(|(n, _)| named(n)) {
+                    Some(entry) => *entry = (name.to_owned(), value.to_owned()),
+                    None => model.push((name.to_owned(), value.to_owned())),
+                }
+            }
+        }
+
         /// Any text, NUL and non-ASCII included.
         fn value() -> impl Strategy<Value = String> {
             "(?s).{0,6}"
@@ -571,6 +670,31 @@ mod tests {
                     prop_assert_eq!(snapshot.get_text(name), joined(&pairs, name));
                 }
                 prop_assert_eq!(snapshot.names_starting_with("").len(), pairs.len());
+            }
+
+            /// Reads of the request line's headers (kept by `RequestLineMemo`) and of others,
+            /// interleaved with writes, against a plain list of the headers.
+            #[test]
+            fn reads_between_writes_see_every_write(
+                pairs in vec((request_line_name(), value()), 0..8),
+                writes in vec((request_line_name(), proptest::option::of(value())), 0..6),
+            ) {
+                let mut snapshot = snapshot_of(&pairs);
+                let mut model = pairs.clone();
+                for (name, new) in writes {
+                    for probe in REQUEST_LINE_NAMES {
+                        prop_assert_eq!(snapshot.get_text(probe), joined(&model, probe));
+                    }
+                    let missing = !model.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name));
+                    match (&new, missing) {
+                        (Some(v), true) => snapshot.add_missing(&name, v),
+                        _ => snapshot.set(&name, new.as_deref()),
+                    }
+                    model_set(&mut model, &name, new.as_deref());
+                }
+                for probe in REQUEST_LINE_NAMES {
+                    prop_assert_eq!(snapshot.get_text(probe), joined(&model, probe));
+                }
             }
 
             #[test]
