@@ -101,7 +101,7 @@ fn update<T>(
             return Ok(result);
         }
         let placement = group.store(slot.fingerprint, &bucket, rate, now);
-        match store.set(&slot.group_key, &group.encode(), cas) {
+        match store.set(&slot.group_key, group.encode(), cas) {
             Ok(()) => {
                 if placement == Placement::Evicted {
                     effort.evictions = effort.evictions.saturating_add(1);
@@ -247,7 +247,7 @@ mod tests {
             rival: rival_takes_a_token(),
         };
         // Create the group first so the race is on an existing key.
-        store.inner.set("g", &Group::default().encode(), 0).unwrap();
+        store.inner.set("g", Group::default().encode(), 0).unwrap();
         let mut effort = Effort::default();
         let out = take(&store, &slot(1), &rate(10), 0, 8, &mut effort);
         assert!(taken(&out));

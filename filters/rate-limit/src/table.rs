@@ -33,6 +33,7 @@ pub struct SlotRef {
     pub fingerprint: u64,
 }
 
+/// One slot's fields, as read from or written to the group's bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Entry {
     /// 0 marks an unused slot; real fingerprints are never 0.
@@ -47,20 +48,36 @@ struct Entry {
     token_ns: u64,
 }
 
-impl Entry {
-    /// Whole tokens this bucket still misses at `now` (0: full, the slot is free).
-    fn missing_tokens(&self, now: u64) -> u64 {
-        if self.fingerprint == 0 || self.full_at <= now {
-            return 0;
-        }
-        (self.full_at - now).div_ceil(self.token_ns.max(1))
+/// Where each field of a slot starts, within the slot.
+const FINGERPRINT_AT: usize = 0;
+const UNITS_AT: usize = 8;
+const LAST_NS_AT: usize = 24;
+const FULL_AT_AT: usize = 32;
+const TOKEN_NS_AT: usize = 40;
+
+/// Whole tokens a bucket full again at `full_at`, refilling one token per `token_ns`, still
+/// misses at `now` (0: full, the slot is free).
+fn missing_tokens(fingerprint: u64, full_at: u64, token_ns: u64, now: u64) -> u64 {
+    if fingerprint == 0 || full_at <= now {
+        return 0;
     }
+    (full_at - now).div_ceil(token_ns.max(1))
 }
 
-/// One shared-data value: `WAYS` bucket slots.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One shared-data value: `WAYS` bucket slots, kept in their stored form. A request reads one
+/// slot and writes it back, so the group is never unpacked whole: its bytes are read where a
+/// field is needed and written back as they are, with the one slot changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
-    entries: [Entry; WAYS],
+    bytes: [u8; GROUP_LEN],
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        let mut bytes = [0u8; GROUP_LEN];
+        bytes[..MAGIC.len()].copy_from_slice(&MAGIC);
+        Self { bytes }
+    }
 }
 
 /// What storing a bucket did to the group.
@@ -75,61 +92,88 @@ pub enum Placement {
 }
 
 impl Group {
-    /// Decodes a stored group; `None` if it is not in this format (treat it as empty).
+    /// Takes a stored group; `None` if it is not in this format (treat it as empty).
     pub fn decode(bytes: &[u8]) -> Option<Group> {
-        let body = bytes.strip_prefix(&MAGIC)?;
-        if body.len() != WAYS * ENTRY_LEN {
+        if !bytes.starts_with(&MAGIC) {
             return None;
         }
-        let mut group = Group::default();
-        for (entry, chunk) in group.entries.iter_mut().zip(body.chunks_exact(ENTRY_LEN)) {
-            let (fp, rest) = chunk.split_at(8);
-            let (units, rest) = rest.split_at(16);
-            let (last, rest) = rest.split_at(8);
-            let (full_at, token_ns) = rest.split_at(8);
-            *entry = Entry {
-                fingerprint: u64::from_le_bytes(fp.try_into().ok()?),
-                units: u128::from_le_bytes(units.try_into().ok()?),
-                last_ns: u64::from_le_bytes(last.try_into().ok()?),
-                full_at: u64::from_le_bytes(full_at.try_into().ok()?),
-                token_ns: u64::from_le_bytes(token_ns.try_into().ok()?),
-            };
-        }
-        Some(group)
+        let bytes = <[u8; GROUP_LEN]>::try_from(bytes).ok()?;
+        Some(Group { bytes })
     }
 
-    /// The stored form, on the stack: it is written on every request, and its size is fixed.
-    pub fn encode(&self) -> [u8; GROUP_LEN] {
-        let mut out = [0u8; GROUP_LEN];
-        let (magic, body) = out.split_at_mut(MAGIC.len());
-        magic.copy_from_slice(&MAGIC);
-        for (e, chunk) in self.entries.iter().zip(body.chunks_exact_mut(ENTRY_LEN)) {
-            let (fp, rest) = chunk.split_at_mut(8);
-            let (units, rest) = rest.split_at_mut(16);
-            let (last, rest) = rest.split_at_mut(8);
-            let (full_at, token_ns) = rest.split_at_mut(8);
-            fp.copy_from_slice(&e.fingerprint.to_le_bytes());
-            units.copy_from_slice(&e.units.to_le_bytes());
-            last.copy_from_slice(&e.last_ns.to_le_bytes());
-            full_at.copy_from_slice(&e.full_at.to_le_bytes());
-            token_ns.copy_from_slice(&e.token_ns.to_le_bytes());
+    /// The stored form.
+    pub fn encode(&self) -> &[u8; GROUP_LEN] {
+        &self.bytes
+    }
+
+    /// Offset of slot `index`'s field that starts `field_at` into the slot.
+    const fn at(index: usize, field_at: usize) -> usize {
+        MAGIC.len() + index * ENTRY_LEN + field_at
+    }
+
+    fn read_u64(&self, at: usize) -> u64 {
+        self.bytes
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    fn read_u128(&self, at: usize) -> u128 {
+        self.bytes
+            .get(at..at + 16)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u128::from_le_bytes)
+    }
+
+    fn write(&mut self, at: usize, value: &[u8]) {
+        if let Some(field) = self.bytes.get_mut(at..at + value.len()) {
+            field.copy_from_slice(value);
         }
-        out
+    }
+
+    fn fingerprint(&self, index: usize) -> u64 {
+        self.read_u64(Self::at(index, FINGERPRINT_AT))
+    }
+
+    fn last_ns(&self, index: usize) -> u64 {
+        self.read_u64(Self::at(index, LAST_NS_AT))
+    }
+
+    /// Whole tokens slot `index` still misses at `now` (0: full or unused, the slot is free).
+    fn missing_tokens(&self, index: usize, now: u64) -> u64 {
+        missing_tokens(
+            self.fingerprint(index),
+            self.read_u64(Self::at(index, FULL_AT_AT)),
+            self.read_u64(Self::at(index, TOKEN_NS_AT)),
+            now,
+        )
+    }
+
+    fn put(&mut self, index: usize, entry: &Entry) {
+        self.write(
+            Self::at(index, FINGERPRINT_AT),
+            &entry.fingerprint.to_le_bytes(),
+        );
+        self.write(Self::at(index, UNITS_AT), &entry.units.to_le_bytes());
+        self.write(Self::at(index, LAST_NS_AT), &entry.last_ns.to_le_bytes());
+        self.write(Self::at(index, FULL_AT_AT), &entry.full_at.to_le_bytes());
+        self.write(Self::at(index, TOKEN_NS_AT), &entry.token_ns.to_le_bytes());
     }
 
     fn position(&self, fingerprint: u64) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| e.fingerprint == fingerprint && fingerprint != 0)
+        if fingerprint == 0 {
+            return None;
+        }
+        (0..WAYS).find(|&i| self.fingerprint(i) == fingerprint)
     }
 
     /// The key's bucket as stored, or a full one if it has none here (never used, reused or
     /// evicted: all mean "full").
     pub fn bucket(&self, fingerprint: u64, rate: &Rate, now: u64) -> Bucket {
-        match self.position(fingerprint).and_then(|i| self.entries.get(i)) {
-            Some(e) => Bucket {
-                units: e.units,
-                last_ns: e.last_ns,
+        match self.position(fingerprint) {
+            Some(i) => Bucket {
+                units: self.read_u128(Self::at(i, UNITS_AT)),
+                last_ns: self.last_ns(i),
             },
             None => rate.full_bucket(now),
         }
@@ -148,27 +192,26 @@ impl Group {
                 .unwrap_or(u64::MAX)
                 .max(1),
         };
-        if let Some(slot) = self
-            .position(fingerprint)
-            .and_then(|i| self.entries.get_mut(i))
-        {
-            *slot = entry;
+        if let Some(i) = self.position(fingerprint) {
+            self.put(i, &entry);
             return Placement::Updated;
         }
         // Unused and refilled slots first (0 missing), then the fewest whole tokens missing, then
         // the most recently used.
-        let victim = self
-            .entries
-            .iter_mut()
-            .min_by_key(|e| (e.missing_tokens(now), std::cmp::Reverse(e.last_ns)));
+        let victim = (0..WAYS).min_by_key(|&i| {
+            (
+                self.missing_tokens(i, now),
+                std::cmp::Reverse(self.last_ns(i)),
+            )
+        });
         match victim {
-            Some(slot) => {
-                let placement = if slot.missing_tokens(now) > 0 {
+            Some(i) => {
+                let placement = if self.missing_tokens(i, now) > 0 {
                     Placement::Evicted
                 } else {
                     Placement::Claimed
                 };
-                *slot = entry;
+                self.put(i, &entry);
                 placement
             }
             // WAYS > 0, so there is always a victim; claim nothing rather than panic.
@@ -178,9 +221,8 @@ impl Group {
 
     /// Number of slots holding a bucket that is not yet full at `now`.
     pub fn active(&self, now: u64) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.missing_tokens(now) > 0)
+        (0..WAYS)
+            .filter(|&i| self.missing_tokens(i, now) > 0)
             .count()
     }
 }
@@ -211,14 +253,35 @@ mod tests {
         g.store(43, &spent(6, 10), &RATE, 6);
         let bytes = g.encode();
         assert_eq!(bytes.len(), GROUP_LEN);
-        assert_eq!(Group::decode(&bytes), Some(g));
+        assert_eq!(Group::decode(bytes), Some(g));
+    }
+
+    /// The stored form is shared with every other VM, and with filters of other versions loaded
+    /// in the same Envoy: a slot's fields stay where they are, little-endian.
+    #[test]
+    fn a_slot_is_stored_field_by_field_at_fixed_offsets() {
+        let mut g = Group::default();
+        g.store(9, &spent(0, 1), &RATE, 0);
+        g.store(0x0102_0304_0506_0708, &spent(5, 3), &RATE, 5);
+        let bucket = spent(5, 3);
+        let bytes = g.encode();
+        assert_eq!(&bytes[..4], b"RLG1");
+        let second = &bytes[4 + ENTRY_LEN..4 + 2 * ENTRY_LEN];
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        expected.extend_from_slice(&bucket.units.to_le_bytes());
+        expected.extend_from_slice(&5u64.to_le_bytes());
+        expected.extend_from_slice(&bucket.full_at(&RATE).to_le_bytes());
+        expected.extend_from_slice(&SEC.to_le_bytes()); // 10 s for 10 tokens
+        assert_eq!(second, expected.as_slice());
+        assert!(bytes[4 + 2 * ENTRY_LEN..].iter().all(|b| *b == 0));
     }
 
     #[test]
     fn values_in_another_format_are_rejected_not_misread() {
         assert_eq!(Group::decode(b""), None);
         assert_eq!(Group::decode(b"RLG1short"), None);
-        let mut other = Group::default().encode();
+        let mut other = *Group::default().encode();
         other[0] = b'X';
         assert_eq!(Group::decode(&other), None);
     }
