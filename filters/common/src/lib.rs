@@ -11,6 +11,7 @@ pub mod host;
 pub mod matcher;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod text;
 
 pub use config::{ConfigError, parse_config};
 pub use matcher::{RequestInfo, RequestMatch};

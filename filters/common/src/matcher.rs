@@ -16,7 +16,7 @@ pub struct RequestInfo<'a> {
 impl RequestInfo<'_> {
     /// The path without its query string.
     pub fn path_only(&self) -> &str {
-        self.path.split_once('?').map_or(self.path, |(p, _)| p)
+        crate::text::before_ascii(self.path, b'?')
     }
 }
 

@@ -8,6 +8,8 @@
 //! The results are the regex's to the byte: `.` does not match `\n` (regex-lite's default), and `$`
 //! without the `m` flag is the end of the subject. The tests compare both on many subjects.
 
+use wasmgate_filter_common::text::before_ascii;
+
 /// A pattern of the shapes `^L`, `^L$`, `^L(.*)`, `^L(.*)$` with `L` a literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiteralPattern {
@@ -82,7 +84,7 @@ impl LiteralPattern {
             (true, anchored_end) => {
                 // `.` stops at a newline: unanchored, the group ends there; anchored, a newline
                 // anywhere in the rest means no match.
-                let line = rest.find('\n').map_or(rest, |at| &rest[..at]);
+                let line = before_ascii(rest, b'\n');
                 if anchored_end && line.len() != rest.len() {
                     return None;
                 }

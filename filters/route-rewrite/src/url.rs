@@ -1,9 +1,11 @@
 //! Turning an expanded substitution into a path, a query and a Location: query merging as the
 //! flags say, and escaping of what may not appear in a request target or a header.
 
+use wasmgate_filter_common::text::split_once_ascii;
+
 /// Splits `path?query` at the first `?`.
 pub fn split_query(target: &str) -> (&str, Option<&str>) {
-    match target.split_once('?') {
+    match split_once_ascii(target, b'?') {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     }
