@@ -48,6 +48,26 @@ const RETURNS_AT: u32 = 1024;
 const GROUP_AT: u32 = 2048;
 const GROUP_LEN: u32 = rate_limit::table::GROUP_LEN as u32;
 
+/// The headers the one-module chain writes for the benchmark's request, with values of the
+/// lengths it writes (the demo client `123`, a limit of 10^9): Envoy copies a name or value longer
+/// than its inline strings hold to the heap, so what a host call costs depends on them. Request
+/// headers first (bearer-auth's three, route-rewrite's two), then rate-limit's response headers.
+const NAMED: [(&str, &str); 8] = [
+    ("x-auth-subject", "123"),
+    ("x-auth-client-id", "123"),
+    ("x-auth-scope", "demo"),
+    ("x-wasmgate-upstream", "notes_api"),
+    ("x-wasmgate-original-path", "/api/notes"),
+    ("x-ratelimit-limit", "1000000000"),
+    ("x-ratelimit-remaining", "999999999"),
+    ("x-ratelimit-reset", "1"),
+];
+/// A shared-data key of the form rate-limit uses for the benchmark's table (`gateway`).
+const NAMED_KEY: &str = "wasmgate.rate-limit.gateway.4711";
+/// Where the named headers are: a table of (name, name length, value, value length) words, one
+/// entry per header, then the key's address and length, then the text they point to.
+const NAMED_AT: u32 = 3072;
+
 /// A probe with a request-headers callback doing `body`.
 const fn on_request(id: &'static str, title: &'static str, body: &'static str) -> Probe {
     Probe {
@@ -58,7 +78,7 @@ const fn on_request(id: &'static str, title: &'static str, body: &'static str) -
     }
 }
 
-pub const PROBES: [Probe; 16] = [
+pub const PROBES: [Probe; 17] = [
     Probe {
         id: "P-context",
         title: "probe: a wasm filter with no callback of its own (the stream context alone)",
@@ -148,6 +168,20 @@ pub const PROBES: [Probe; 16] = [
         ),
         on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
     },
+    // P-host-chain with the chain's own header names and values and a shared-data key of
+    // rate-limit's form, where P-host-chain writes `x-p0`..`x-p4` with `probe`: the same host
+    // calls, as Envoy handles them for the chain.
+    Probe {
+        id: "P-host-chain-named",
+        title: "probe: P-host-chain's host calls with the chain's header names, values and \
+                shared-data key",
+        on_request_headers: Some(
+            "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group_named) \
+             (call $write_named (i32.const 0) (i32.const 0) (i32.const 5)) \
+             (call $replace_authority)",
+        ),
+        on_response_headers: Some("(call $write_named (i32.const 2) (i32.const 5) (i32.const 3))"),
+    },
     // What rate-limit asks of Envoy as the second of D's three modules (F-rate-limit keys on the
     // client address instead): the request-header map read for `x-auth-client-id`, one clock
     // read, the group read and written back with its CAS, and the three X-RateLimit response
@@ -228,6 +262,7 @@ pub fn wat(probe: &Probe) -> String {
   (data (i32.const {PROPERTY_AT}) "source\00address")
   (data (i32.const {AUTHORITY_AT}) ":authority")
   (data (i32.const {NEW_AUTHORITY_AT}) "localhost:3002")
+  (data (i32.const {NAMED_AT}) "{named}")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
     (local $at i32)
@@ -275,6 +310,27 @@ pub fn wat(probe: &Probe) -> String {
       (i32.const {RETURNS_AT}) (i32.const {returns_4}) (i32.const {returns_8})))
     (drop (call $set_shared (i32.const {VALUE_AT}) (i32.const 5) (i32.const {GROUP_AT})
       (i32.const {GROUP_LEN}) (i32.load (i32.const {returns_8})))))
+  (func $shared_group_named
+    (drop (call $get_shared (i32.load (i32.const {named_key})) (i32.load (i32.const {named_key_len}))
+      (i32.const {RETURNS_AT}) (i32.const {returns_4}) (i32.const {returns_8})))
+    (drop (call $set_shared (i32.load (i32.const {named_key})) (i32.load (i32.const {named_key_len}))
+      (i32.const {GROUP_AT}) (i32.const {GROUP_LEN}) (i32.load (i32.const {returns_8})))))
+  (func $write_named (param $map i32) (param $first i32) (param $n i32)
+    (local $entry i32)
+    (loop $again
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (local.set $entry (i32.add (i32.const {NAMED_AT})
+        (i32.mul (i32.add (local.get $first) (local.get $n)) (i32.const 16))))
+      ;; The request's headers are added (it has none of them), the response's replaced, as the
+      ;; chain writes them.
+      (if (local.get $map)
+        (then (drop (call $replace (local.get $map)
+          (i32.load (local.get $entry)) (i32.load offset=4 (local.get $entry))
+          (i32.load offset=8 (local.get $entry)) (i32.load offset=12 (local.get $entry)))))
+        (else (drop (call $add (local.get $map)
+          (i32.load (local.get $entry)) (i32.load offset=4 (local.get $entry))
+          (i32.load offset=8 (local.get $entry)) (i32.load offset=12 (local.get $entry))))))
+      (br_if $again (local.get $n))))
   (func $replace_authority
     (drop (call $replace (i32.const 0) (i32.const {AUTHORITY_AT}) (i32.const 10)
       (i32.const {NEW_AUTHORITY_AT}) (i32.const 14))))
@@ -291,7 +347,31 @@ pub fn wat(probe: &Probe) -> String {
 "#,
         returns_4 = RETURNS_AT + 4,
         returns_8 = RETURNS_AT + 8,
+        named = named_data(),
+        named_key = NAMED_AT + 16 * NAMED.len() as u32,
+        named_key_len = NAMED_AT + 16 * NAMED.len() as u32 + 4,
     )
+}
+
+/// The named headers' table and text (`NAMED_AT`), as the bytes of a WAT string.
+fn named_data() -> String {
+    let table_len = 16 * (NAMED.len() + 1);
+    let mut text: Vec<u8> = Vec::new();
+    let mut table: Vec<u8> = Vec::new();
+    let mut place = |bytes: &str, table: &mut Vec<u8>| {
+        let at = NAMED_AT as usize + table_len + text.len();
+        table.extend((at as u32).to_le_bytes());
+        table.extend((bytes.len() as u32).to_le_bytes());
+        text.extend(bytes.as_bytes());
+    };
+    for (name, value) in NAMED {
+        place(name, &mut table);
+        place(value, &mut table);
+    }
+    place(NAMED_KEY, &mut table);
+    table.resize(table_len, 0);
+    table.extend(text);
+    table.iter().map(|b| format!("\\{b:02x}")).collect()
 }
 
 /// The module file of `probe` in `dir`.
@@ -496,6 +576,48 @@ mod tests {
             second_request(&chain, &config.to_string(), &authorization);
         assert_eq!(request.header("x-wasmgate-upstream"), Some("notes_api"));
         assert!(response.header("x-ratelimit-remaining").is_some());
+        assert_eq!(
+            probe_calls, calls,
+            "host calls per request, probe against the chain"
+        );
+    }
+
+    /// P-host-chain-named writes what the chain writes for the benchmark's request: the same
+    /// request and response header names (values of the demo client's lengths), a group under a
+    /// key of rate-limit's form, and as many host calls.
+    #[test]
+    fn the_named_probe_writes_the_headers_the_chain_writes() {
+        let signer = TokenSigner::new("bench");
+        let configs = bench_configs(&signer);
+        let authorization = bearer(&signer);
+        let (probe_request, probe_response, probe_calls, host) =
+            second_request(&probe_module("P-host-chain-named"), "", &authorization);
+        let chain = FilterModule::from_file(filter_wasm("chain").unwrap()).unwrap();
+        let config = configs.chain(&configs.bearer_auth).to_string();
+        let (request, response, calls, _) = second_request(&chain, &config, &authorization);
+
+        let names = |m: &Message| {
+            let mut names: Vec<String> = m.headers.0.iter().map(|(n, _)| n.clone()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&probe_request), names(&request), "request headers");
+        assert_eq!(names(&probe_response), names(&response), "response headers");
+        let (on_request, on_response) = NAMED.split_at(5);
+        for (name, value) in on_request {
+            assert_eq!(probe_request.header(name), Some(*value), "{name}");
+        }
+        for (name, value) in on_response {
+            assert_eq!(probe_response.header(name), Some(*value), "{name}");
+        }
+        assert_eq!(
+            probe_request.header(":authority"),
+            request.header(":authority")
+        );
+        let prefix = "wasmgate.rate-limit.gateway.";
+        assert!(NAMED_KEY.starts_with(prefix));
+        let group = host.shared_data().get(NAMED_KEY).map(|(v, _)| v.len());
+        assert_eq!(group, Some(GROUP_LEN as usize));
         assert_eq!(
             probe_calls, calls,
             "host calls per request, probe against the chain"
