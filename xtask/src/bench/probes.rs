@@ -614,6 +614,9 @@ mod tests {
             probe_request.header(":authority"),
             request.header(":authority")
         );
+        // The benchmark's token is the demo client's: it is the subject and the client id.
+        let client = crate::bench::authz::DEMO_CLIENT.0;
+        assert_eq!((NAMED[0].1, NAMED[1].1), (client, client));
         let prefix = "wasmgate.rate-limit.gateway.";
         assert!(NAMED_KEY.starts_with(prefix));
         let group = host.shared_data().get(NAMED_KEY).map(|(v, _)| v.len());
