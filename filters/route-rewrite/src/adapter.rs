@@ -120,9 +120,13 @@ impl Stream {
         // Read through a shared copy, let go of before the writes below (which would copy it).
         let headers = request_headers();
         let evaluation = filter.rules.evaluate(&*headers);
-        // Kept only for a rewrite of the path, which sends it on in `x-original-path`.
+        let forwarding = filter.rules.forwarding();
+        // Kept only for a rewrite of the path, which sends it on in `x-wasmgate-original-path`
+        // unless the configuration says not to.
         let original_path = match &evaluation.outcome {
-            Outcome::Continue(rewrite) if rewrite.path.is_some() => {
+            Outcome::Continue(rewrite)
+                if rewrite.path.is_some() && forwarding.send_original_path =>
+            {
                 headers.text(":path").map(Cow::into_owned)
             }
             _ => None,
@@ -142,8 +146,8 @@ impl Stream {
                     }
                     set_header(":path", Some(path));
                 }
-                if let Some(authority) = &rewrite.authority {
-                    set_header(":authority", Some(authority));
+                if let Some(authority) = rewrite.authority.filter(|_| !forwarding.preserve_host) {
+                    set_header(":authority", Some(&authority));
                 }
                 if let Some(upstream) = &rewrite.upstream {
                     set_header(UPSTREAM_HEADER, Some(upstream));

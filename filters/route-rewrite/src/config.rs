@@ -11,7 +11,7 @@ use serde::de::{self, MapAccess, Visitor};
 use wasmgate_filter_common::{ConfigError, parse_config};
 
 use crate::condition::Condition;
-use crate::engine::RuleSet;
+use crate::engine::{Forwarding, RuleSet};
 use crate::flags::CondFlags;
 use crate::rule::{Parts, Rule, Upstreams};
 use crate::syntax;
@@ -62,6 +62,15 @@ struct RawConfig {
     #[serde(default = "default_max_path_length")]
     #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     max_path_length: usize,
+    /// A `[P]` rule keeps the `:authority` (Host) the client sent instead of setting the target
+    /// URL's, as Apache's `ProxyPreserveHost On`: for an upstream that serves several names or
+    /// builds links from the Host it is asked for. The target's authority still picks the cluster.
+    #[serde(default)]
+    preserve_host: bool,
+    /// Whether a request a rule rewrote or proxied carries the path the client sent in
+    /// `x-wasmgate-original-path`. A client's own `x-wasmgate-original-path` is removed either way.
+    #[serde(default = "default_send_original_path")]
+    send_original_path: bool,
 }
 
 fn default_max_rule_applications() -> u32 {
@@ -70,6 +79,10 @@ fn default_max_rule_applications() -> u32 {
 
 fn default_max_path_length() -> usize {
     DEFAULT_MAX_PATH_LENGTH
+}
+
+fn default_send_original_path() -> bool {
+    Forwarding::default().send_original_path
 }
 
 /// The structured form of a rule: either `rule` (the one-line form) or `pattern`,
@@ -321,11 +334,14 @@ fn compile(raw: RawConfig) -> Result<RuleSet, ConfigError> {
         ));
     }
     check_names(&rules)?;
-    Ok(RuleSet::new(
-        rules,
-        raw.max_rule_applications,
-        raw.max_path_length,
-    ))
+    let forwarding = Forwarding {
+        preserve_host: raw.preserve_host,
+        send_original_path: raw.send_original_path,
+    };
+    Ok(
+        RuleSet::new(rules, raw.max_rule_applications, raw.max_path_length)
+            .forwarding_as(forwarding),
+    )
 }
 
 /// `RewriteRule ^/a /b` → `^/a /b` (case-insensitive keyword followed by whitespace).

@@ -27,6 +27,28 @@ pub struct RuleSet {
     max_path_length: usize,
     /// The first rule, when it can be applied without the general engine (`shortcut.rs`).
     shortcut: Option<Shortcut>,
+    forwarding: Forwarding,
+}
+
+/// What a rewritten or proxied request carries besides its path and cluster: the configuration's
+/// `preserve_host` and `send_original_path`. The rules decide the same either way; the adapter
+/// leaves out the writes these turn off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarding {
+    /// `[P]` leaves `:authority` as the client sent it.
+    pub preserve_host: bool,
+    /// The client's `:path` goes on in `x-wasmgate-original-path`.
+    pub send_original_path: bool,
+}
+
+impl Default for Forwarding {
+    /// As mod_proxy forwards by default: the target's Host; and the original path recorded.
+    fn default() -> Self {
+        Self {
+            preserve_host: false,
+            send_original_path: true,
+        }
+    }
 }
 
 /// Changes to make to the request before it goes on; `None` leaves a header as it is.
@@ -67,7 +89,19 @@ impl RuleSet {
             max_rule_applications,
             max_path_length,
             shortcut,
+            forwarding: Forwarding::default(),
         }
+    }
+
+    /// The same rules, forwarding requests as `forwarding` says.
+    pub fn forwarding_as(mut self, forwarding: Forwarding) -> Self {
+        self.forwarding = forwarding;
+        self
+    }
+
+    /// What a rewritten or proxied request carries besides its path and cluster.
+    pub fn forwarding(&self) -> Forwarding {
+        self.forwarding
     }
 
     /// The same rules without the shortcut, for comparing it with the engine.

@@ -225,6 +225,26 @@ fn bad_upstreams_and_limits() {
         &["field `rules[0]`", "a string or an object"],
     );
     assert_has(&error(json!({"rule": []})), &["unknown field `rule`"]);
+    assert_has(
+        &error(json!({"preserve_host": "yes"})),
+        &["field `preserve_host`"],
+    );
+    assert_has(
+        &error(json!({"send_original_path": 0})),
+        &["field `send_original_path`"],
+    );
+}
+
+#[test]
+fn forwarding_options_default_to_mod_proxy_and_are_read() {
+    let defaults = load(b"{}").unwrap().forwarding();
+    assert!(!defaults.preserve_host);
+    assert!(defaults.send_original_path);
+    let set = load(br#"{"preserve_host": true, "send_original_path": false}"#)
+        .unwrap()
+        .forwarding();
+    assert!(set.preserve_host);
+    assert!(!set.send_original_path);
 }
 
 #[test]

@@ -97,6 +97,41 @@ fn header_condition_switches_the_upstream() {
     assert_eq!(host.counter("route_rewrite.rule.1.hits"), Some(1));
 }
 
+/// `preserve_host` keeps the client's `:authority` on a `[P]` rule, and `send_original_path`
+/// off leaves `x-wasmgate-original-path` out, the client's own included; the cluster and the path
+/// are the rule's as before. The shortcut (first rule) and the engine (a later rule) both.
+#[test]
+fn preserve_host_and_no_original_path_forward_only_path_and_cluster() {
+    let host = Host::new(module());
+    let mut config: serde_json::Value = serde_json::from_str(&stack_config()).unwrap();
+    config["preserve_host"] = json!(true);
+    config["send_original_path"] = json!(false);
+    let mut vm = host.plugin(&config.to_string()).unwrap();
+    let spoofed = [("x-wasmgate-original-path", "/lies")];
+    for (path, extra, upstream) in [
+        ("/api/notes?limit=2", &[][..], "notes_api"),
+        ("/api/notes", &[("x-tenant", "beta")][..], "notes_beta"),
+    ] {
+        let mut stream = vm.http_stream().unwrap();
+        let mut sent = headers(path, &spoofed);
+        sent.extend_from_slice(extra);
+        assert_eq!(
+            stream.request_headers(&sent, true).unwrap(),
+            Action::Continue
+        );
+        let request = stream.request();
+        assert_eq!(request.header(":path"), Some(path));
+        assert_eq!(
+            request.header(":authority"),
+            Some("localhost:8443"),
+            "{path}"
+        );
+        assert_eq!(request.header("x-wasmgate-upstream"), Some(upstream));
+        assert_eq!(request.header("x-wasmgate-original-path"), None, "{path}");
+        stream.finish().unwrap();
+    }
+}
+
 #[test]
 fn client_cannot_pick_the_upstream_or_fake_the_original_path() {
     let host = Host::new(module());

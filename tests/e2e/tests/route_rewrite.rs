@@ -51,12 +51,7 @@ async fn route_rewrite_through_real_envoy() {
     )
     .await
     .unwrap();
-    // The API needs a token once bearer-auth enforces it; before that, requests go without.
-    let token = client_credentials_token(&stack, "demo").await.ok();
-    let api = Api {
-        stack: &stack,
-        token,
-    };
+    let api = Api::for_stack(&stack).await;
 
     proxy_rule_reaches_the_notes_api_on_its_cluster(&api).await;
     redirect_301_has_the_right_location(&api).await;
@@ -72,12 +67,53 @@ async fn route_rewrite_through_real_envoy() {
     stack.stop();
 }
 
+/// With `preserve_host` and `send_original_path` off, a `[P]` request reaches the notes API
+/// through real Envoy with the Host the client used and without `x-wasmgate-original-path`, on the
+/// cluster the target's authority maps to.
+#[tokio::test(flavor = "multi_thread")]
+async fn preserve_host_through_real_envoy() {
+    let mut config: Value = serde_json::from_str(&test_config()).unwrap();
+    config["preserve_host"] = json!(true);
+    config["send_original_path"] = json!(false);
+    let mut stack = Stack::start(
+        StackOptions::for_test("route_rewrite_preserve_host")
+            .filter_config("route-rewrite", config.to_string()),
+    )
+    .await
+    .unwrap();
+    let api = Api::for_stack(&stack).await;
+    let response = api.send("/api/notes?probe=host").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let client_host = stack.https_url("").replace("https://", "");
+    assert_eq!(
+        header(&response, "x-demo-received-host"),
+        Some(client_host.as_str())
+    );
+    assert_eq!(
+        header(&response, "x-demo-received-path"),
+        Some("/api/notes?probe=host")
+    );
+    assert_eq!(
+        header(&response, "x-demo-received-wasmgate-original-path"),
+        None
+    );
+    assert_eq!(stack.crashed(), None, "a process of the stack crashed");
+    stack.stop();
+}
+
 struct Api<'a> {
     stack: &'a Stack,
     token: Option<String>,
 }
 
-impl Api<'_> {
+impl<'a> Api<'a> {
+    /// The API of `stack` with the demo client's token. The API needs a token once bearer-auth
+    /// enforces it; before that, requests go without.
+    async fn for_stack(stack: &'a Stack) -> Api<'a> {
+        let token = client_credentials_token(stack, "demo").await.ok();
+        Api { stack, token }
+    }
+
     fn get(&self, path: &str) -> RequestBuilder {
         let request = self
             .stack
