@@ -206,8 +206,18 @@ impl FilterConfigs {
              `headers: \"{BENCH_RATE_LIMIT_HEADERS}\"`, the X-RateLimit-* headers C's \
              local_ratelimit sends"
         ));
-        let route_rewrite = read(&filters_dir.join("route-rewrite.json"))?;
-        notes.push("route-rewrite: envoy/filters/route-rewrite.json as is".to_owned());
+        let mut route_rewrite = read(&filters_dir.join("route-rewrite.json"))?;
+        // C's regex_rewrite keeps the client's :authority and keeps no trace of the old path;
+        // the gateway's [P] sets the target's authority and adds x-wasmgate-original-path. The
+        // same policy means neither.
+        route_rewrite["preserve_host"] = json!(true);
+        route_rewrite["send_original_path"] = json!(false);
+        notes.push(
+            "route-rewrite: envoy/filters/route-rewrite.json with `preserve_host: true` and \
+             `send_original_path: false`, what C's regex_rewrite does (the client's :authority \
+             kept, no x-wasmgate-original-path)"
+                .to_owned(),
+        );
         Ok(Self {
             bearer_auth,
             rate_limit,

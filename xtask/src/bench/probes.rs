@@ -38,9 +38,6 @@ const VALUE_AT: u32 = 48;
 /// The shared-data key (`probe`, 5 bytes; it shares the value's bytes) and the property path
 /// (`source` NUL `address`, 14 bytes).
 const PROPERTY_AT: u32 = 112;
-/// `:authority` (10 bytes) and the value the chain's rewrite gives it (`localhost:3002`, 14).
-const AUTHORITY_AT: u32 = 128;
-const NEW_AUTHORITY_AT: u32 = 144;
 /// Where host calls return their results (pointers, sizes, CAS): scratch words.
 const RETURNS_AT: u32 = 1024;
 /// A zeroed value of the size of rate-limit's shared-data group, for the probes that write what
@@ -51,13 +48,12 @@ const GROUP_LEN: u32 = rate_limit::table::GROUP_LEN as u32;
 /// The headers the one-module chain writes for the benchmark's request, with values of the
 /// lengths it writes (the demo client `123`, a limit of 10^9): Envoy copies a name or value longer
 /// than its inline strings hold to the heap, so what a host call costs depends on them. Request
-/// headers first (bearer-auth's three, route-rewrite's two), then rate-limit's response headers.
-const NAMED: [(&str, &str); 8] = [
+/// headers first (bearer-auth's three, route-rewrite's one), then rate-limit's response headers.
+const NAMED: [(&str, &str); 7] = [
     ("x-auth-subject", "123"),
     ("x-auth-client-id", "123"),
     ("x-auth-scope", "demo"),
     ("x-wasmgate-upstream", "notes_api"),
-    ("x-wasmgate-original-path", "/api/notes"),
     ("x-ratelimit-limit", "1000000000"),
     ("x-ratelimit-remaining", "999999999"),
     ("x-ratelimit-reset", "1"),
@@ -153,18 +149,18 @@ pub const PROBES: [Probe; 17] = [
     ),
     // What the one-module chain asks of Envoy per request (D1): the map read and the clock
     // shared by the stages; bearer-auth's three identity headers; rate-limit's group read and
-    // written back with its CAS; route-rewrite's `x-original-path` and `x-wasmgate-upstream`
-    // added and `:authority` replaced (`:path` keeps its value, so it is not written); and
-    // rate-limit's three X-RateLimit response headers replaced.
+    // written back with its CAS; route-rewrite's `x-wasmgate-upstream` added (with the
+    // benchmark's `preserve_host` and `send_original_path: false`, C's policy, `:authority` and
+    // `x-wasmgate-original-path` are not written; `:path` keeps its value, so it is not either);
+    // and rate-limit's three X-RateLimit response headers replaced.
     Probe {
         id: "P-host-chain",
         title: "probe: the one-module chain's host calls and nothing else: 1 read of the \
                 request-header map, 1 clock read, 1 shared-data read and compare-and-swap \
-                write of a rate-limit group, 5 request-header adds, 1 replace of :authority; \
-                3 response-header replaces",
+                write of a rate-limit group, 4 request-header adds; 3 response-header replaces",
         on_request_headers: Some(
             "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group) \
-             (call $add_headers (i32.const 5)) (call $replace_authority)",
+             (call $add_headers (i32.const 4))",
         ),
         on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
     },
@@ -177,10 +173,9 @@ pub const PROBES: [Probe; 17] = [
                 shared-data key",
         on_request_headers: Some(
             "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group_named) \
-             (call $write_named (i32.const 0) (i32.const 0) (i32.const 5)) \
-             (call $replace_authority)",
+             (call $write_named (i32.const 0) (i32.const 0) (i32.const 4))",
         ),
-        on_response_headers: Some("(call $write_named (i32.const 2) (i32.const 5) (i32.const 3))"),
+        on_response_headers: Some("(call $write_named (i32.const 2) (i32.const 4) (i32.const 3))"),
     },
     // What rate-limit asks of Envoy as the second of D's three modules (F-rate-limit keys on the
     // client address instead): the request-header map read for `x-auth-client-id`, one clock
@@ -196,15 +191,14 @@ pub const PROBES: [Probe; 17] = [
         ),
         on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
     },
-    // What route-rewrite asks of Envoy as the last of D's modules: the request-header map read,
-    // `x-original-path` and `x-wasmgate-upstream` added (here `x-p3` and `x-p4`, after
-    // bearer-auth's three) and `:authority` replaced.
+    // What route-rewrite asks of Envoy as the last of D's modules, with the benchmark's C policy
+    // (`preserve_host`, no original path): the request-header map read and `x-wasmgate-upstream`
+    // added (here `x-p3`, after bearer-auth's three).
     on_request(
         "P-host-route-rewrite",
         "probe: route-rewrite's host calls and nothing else: 1 read of the request-header map, \
-         2 request-header adds, 1 replace of :authority",
-        "(call $read_map) (call $add_headers_from (i32.const 3) (i32.const 2)) \
-         (call $replace_authority)",
+         1 request-header add",
+        "(call $read_map) (call $add_headers_from (i32.const 3) (i32.const 1))",
     ),
 ];
 
@@ -260,8 +254,6 @@ pub fn wat(probe: &Probe) -> String {
   (data (i32.const {VALUE_AT}) "probe")
   (data (i32.const {HEADER_NAMES_AT}) "x-p0x-p1x-p2x-p3x-p4x-p5x-p6x-p7x-p8x-p9")
   (data (i32.const {PROPERTY_AT}) "source\00address")
-  (data (i32.const {AUTHORITY_AT}) ":authority")
-  (data (i32.const {NEW_AUTHORITY_AT}) "localhost:3002")
   (data (i32.const {NAMED_AT}) "{named}")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
@@ -331,9 +323,6 @@ pub fn wat(probe: &Probe) -> String {
           (i32.load (local.get $entry)) (i32.load offset=4 (local.get $entry))
           (i32.load offset=8 (local.get $entry)) (i32.load offset=12 (local.get $entry))))))
       (br_if $again (local.get $n))))
-  (func $replace_authority
-    (drop (call $replace (i32.const 0) (i32.const {AUTHORITY_AT}) (i32.const 10)
-      (i32.const {NEW_AUTHORITY_AT}) (i32.const 14))))
   (func $property (param $n i32)
     (loop $again
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
@@ -565,10 +554,11 @@ mod tests {
 
         let (request, response, probe_calls, host) =
             second_request(&probe_module("P-host-chain"), "", &authorization);
-        for name in ["x-p0", "x-p1", "x-p2", "x-p3", "x-p4"] {
+        for name in ["x-p0", "x-p1", "x-p2", "x-p3"] {
             assert_eq!(request.header(name), Some("probe"), "{name}");
         }
-        assert_eq!(request.header(":authority"), Some("localhost:3002"));
+        assert_eq!(request.header("x-p4"), None);
+        assert_eq!(request.header(":authority"), Some("127.0.0.1:8080"));
         assert_made_rate_limit_writes(&response, &host);
         let chain = FilterModule::from_file(filter_wasm("chain").unwrap()).unwrap();
         let config = configs.chain(&configs.bearer_auth);
@@ -603,7 +593,7 @@ mod tests {
         };
         assert_eq!(names(&probe_request), names(&request), "request headers");
         assert_eq!(names(&probe_response), names(&response), "response headers");
-        let (on_request, on_response) = NAMED.split_at(5);
+        let (on_request, on_response) = NAMED.split_at(4);
         for (name, value) in on_request {
             assert_eq!(probe_request.header(name), Some(*value), "{name}");
         }
@@ -657,11 +647,10 @@ mod tests {
 
         let (request, _, probe_calls, _) =
             second_request(&probe_module("P-host-route-rewrite"), "", &authorization);
-        for name in ["x-p3", "x-p4"] {
-            assert_eq!(request.header(name), Some("probe"), "{name}");
-        }
+        assert_eq!(request.header("x-p3"), Some("probe"));
+        assert_eq!(request.header("x-p4"), None);
         assert_eq!(request.header("x-p0"), None);
-        assert_eq!(request.header(":authority"), Some("localhost:3002"));
+        assert_eq!(request.header(":authority"), Some("127.0.0.1:8080"));
         let route_rewrite = FilterModule::from_file(filter_wasm("route-rewrite").unwrap()).unwrap();
         let config = configs.route_rewrite.to_string();
         let (request, _, calls, _) =
