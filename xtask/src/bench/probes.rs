@@ -165,7 +165,7 @@ pub const PROBES: [Probe; 17] = [
         on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
     },
     // P-host-chain with the chain's own header names and values and a shared-data key of
-    // rate-limit's form, where P-host-chain writes `x-p0`..`x-p4` with `probe`: the same host
+    // rate-limit's form, where P-host-chain writes `x-p0`..`x-p3` with `probe`: the same host
     // calls, as Envoy handles them for the chain.
     Probe {
         id: "P-host-chain-named",
