@@ -7,8 +7,9 @@
 //! UTF-8 sequence, so its position is always a character boundary.
 
 /// The text before and after the first `separator`, which must be ASCII; `None` if there is none.
+/// (A byte that is not ASCII may fall inside a character: the slicing then yields `None`, never a
+/// panic.)
 pub fn split_once_ascii(text: &str, separator: u8) -> Option<(&str, &str)> {
-    debug_assert!(separator.is_ascii());
     let at = text.bytes().position(|b| b == separator)?;
     Some((text.get(..at)?, text.get(at + 1..)?))
 }
