@@ -156,11 +156,11 @@ async fn seed_scenario_150_requests_and_independent_clients() {
         }
         previous = Some(s);
     }
+    // The bucket runs dry at request 99 + r (counting from 0), r being the tokens refilled before
+    // then, and r is at most `passed - 100`. Bounding it by `at_least` instead failed when Envoy's
+    // own span crossed a refill that ours (shorter by two round trips) did not.
     assert!(
-        seen.iter()
-            .take(100 + at_least)
-            .skip(90)
-            .any(|s| s.remaining == 0),
+        seen.iter().take(passed).skip(90).any(|s| s.remaining == 0),
         "the count reached 0"
     );
 
