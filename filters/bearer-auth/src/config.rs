@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use wasmgate_filter_common::{ConfigError, RequestMatch, parse_config};
 
+use crate::engine::{CLIENT_ID_HEADER, SCOPE_HEADER, SUBJECT_HEADER};
 use crate::jwks::{KeySet, parse_inline_jwks};
 use crate::policy::{Requirement, Rule, Rules};
 
@@ -215,7 +216,9 @@ struct RawClaimHeader {
     /// The claim's name, e.g. `groups`.
     #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     claim: String,
-    /// The header to set, in lowercase, e.g. `x-auth-groups`.
+    /// The header to set, in lowercase, e.g. `x-auth-groups`: each named once, and none of
+    /// `x-auth-subject`, `x-auth-client-id` and `x-auth-scope`, which the filter sets itself. A
+    /// client's own copy is always removed.
     #[cfg_attr(feature = "schema", schemars(pattern("^[a-z0-9_-]+$")))]
     header: String,
 }
@@ -387,6 +390,7 @@ fn build(raw: RawConfig) -> Result<Config, ConfigError> {
         .enumerate()
         .map(|(i, c)| build_claim_header(i, c))
         .collect::<Result<Vec<_>, _>>()?;
+    check_claim_headers_distinct(&claim_headers)?;
     let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
     if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
         return Err(ConfigError::new(
@@ -535,6 +539,32 @@ fn build_claim_header(i: usize, c: RawClaimHeader) -> Result<ClaimHeader, Config
     })
 }
 
+/// Each identity header is written once per request: a claim header may not be one the filter
+/// sets itself, nor one another mapping sets (which value would win is not a thing to guess).
+fn check_claim_headers_distinct(claim_headers: &[ClaimHeader]) -> Result<(), ConfigError> {
+    const BUILT_IN: [&str; 3] = [SUBJECT_HEADER, CLIENT_ID_HEADER, SCOPE_HEADER];
+    for (i, c) in claim_headers.iter().enumerate() {
+        let field = || format!("claim_headers[{i}].header");
+        if BUILT_IN.contains(&c.header.as_str()) {
+            return Err(ConfigError::new(
+                field(),
+                format!("`{}` is set by the filter itself", c.header),
+            ));
+        }
+        if let Some(j) = claim_headers
+            .iter()
+            .take(i)
+            .position(|e| e.header == c.header)
+        {
+            return Err(ConfigError::new(
+                field(),
+                format!("`{}` is already set by claim_headers[{j}]", c.header),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_requirement(req: &Requirement, field: &str) -> Result<(), ConfigError> {
     if let Requirement::Scopes(scopes) = req {
         if scopes.is_empty() {
@@ -641,6 +671,26 @@ mod tests {
     fn inline_jwks_without_usable_keys_is_refused() {
         let e = err(r#"{"issuer":"x","audiences":["a"],"jwks":{"inline":{"keys":[]}}}"#);
         assert_eq!(e.field, "jwks.inline");
+    }
+
+    #[test]
+    fn a_claim_header_is_set_once() {
+        let with = |mappings: &str| {
+            GOOD.replace(
+                r#""rules""#,
+                &format!(r#""claim_headers":[{mappings}], "rules""#),
+            )
+        };
+        let e = err(&with(r#"{"claim":"sub","header":"x-auth-subject"}"#));
+        assert_eq!(e.field, "claim_headers[0].header");
+        assert!(e.reason.contains("set by the filter itself"), "{e}");
+        let e = err(&with(
+            r#"{"claim":"groups","header":"x-groups"},{"claim":"roles","header":"x-groups"}"#,
+        ));
+        assert_eq!(e.field, "claim_headers[1].header");
+        assert!(e.reason.contains("claim_headers[0]"), "{e}");
+        let c = Config::from_json(with(r#"{"claim":"groups","header":"x-groups"}"#).as_bytes());
+        assert_eq!(c.map(|c| c.claim_headers.len()).ok(), Some(1));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::rc::Rc;
 
 use wasmgate_filter_common::RequestInfo;
+use wasmgate_filter_common::headers::OwnedHeaders;
 
 use crate::cache::{CacheKey, TokenCache};
 use crate::challenge::Denial;
@@ -21,7 +22,8 @@ pub const SUBJECT_HEADER: &str = "x-auth-subject";
 pub const CLIENT_ID_HEADER: &str = "x-auth-client-id";
 pub const SCOPE_HEADER: &str = "x-auth-scope";
 /// Any incoming header with this prefix is removed before the request goes on, so a client can
-/// never speak for itself to later filters or the upstream.
+/// never speak for itself to later filters or the upstream (and so are the `claim_headers`
+/// named otherwise: `Engine::owned_headers`).
 pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
 
 /// What the adapter read from the request.
@@ -94,6 +96,8 @@ pub struct Engine {
     keys: Option<Rc<KeySet>>,
     /// Which shared-data generation `keys` came from (0: none; inline keys never change).
     generation: u64,
+    /// The `claim_headers` outside `IDENTITY_HEADER_PREFIX`, which the prefix does not cover.
+    claim_headers_outside_prefix: Vec<String>,
 }
 
 impl Engine {
@@ -103,17 +107,34 @@ impl Engine {
             JwksSource::Inline(set) => Some(Rc::new(set.clone())),
             JwksSource::Remote(_) => None,
         };
+        let claim_headers_outside_prefix = config
+            .claim_headers
+            .iter()
+            .map(|c| c.header.clone())
+            .filter(|header| !header.starts_with(IDENTITY_HEADER_PREFIX))
+            .collect();
         Self {
             verifier: Verifier::new(&config),
             cache: TokenCache::new(config.cache_max_entries, cache_key),
             keys,
             generation: 0,
             config,
+            claim_headers_outside_prefix,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The request headers only this filter may write: every `x-auth-*` header and each of the
+    /// `claim_headers`. A client's own copies are removed from every request let through, on
+    /// every route, before the filter writes its own (a claim the token lacks leaves none).
+    pub fn owned_headers(&self) -> OwnedHeaders<'_, String> {
+        OwnedHeaders {
+            prefix: Some(IDENTITY_HEADER_PREFIX),
+            names: &self.claim_headers_outside_prefix,
+        }
     }
 
     pub fn generation(&self) -> u64 {

@@ -126,6 +126,58 @@ fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// A claim header outside `x-auth-` is the filter's as much as the prefixed ones: a client's
+/// copy never reaches the upstream, whether the token carries the claim or not.
+#[test]
+fn claim_headers_are_never_the_clients() {
+    let host = Host::new(&MODULE);
+    let s = TokenSigner::new("k1");
+    let mut vm = host
+        .plugin(&config(
+            r#", "claim_headers": [{"claim": "groups", "header": "x-groups"},
+                                  {"claim": "jti", "header": "x-auth-token-id"}]"#,
+        ))
+        .unwrap();
+    vm.tick().unwrap();
+    assert_eq!(answer_jwks(&mut vm, 200, &jwks(&[&s])), 1);
+    let count = |a: &Answer, name: &str| {
+        a.upstream
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    };
+
+    // The token has no `groups`: the client's two copies go, and none is written.
+    let without = format!("Bearer {}", token(&s, &host, "demo"));
+    let mut h = get("/api/notes", Some(&without));
+    h.extend([("x-groups", "admin"), ("X-Groups", "root")]);
+    let a = send(&mut vm, &h);
+    assert_eq!(a.action, Action::Continue);
+    assert_eq!(count(&a, "x-groups"), 0, "{:?}", a.upstream);
+    assert_eq!(header(&a, "x-auth-token-id"), Some("j"));
+
+    // The token has them: exactly the token's value, once.
+    let mut c = claims(&host, "demo");
+    c["groups"] = json!(["staff", "ops"]);
+    let with = format!("Bearer {}", sign(&s, c));
+    let mut h = get("/api/notes", Some(&with));
+    h.extend([("x-groups", "admin"), ("x-auth-token-id", "forged")]);
+    let a = send(&mut vm, &h);
+    assert_eq!(header(&a, "x-groups"), Some("staff ops"));
+    assert_eq!(
+        (count(&a, "x-groups"), count(&a, "x-auth-token-id")),
+        (1, 1)
+    );
+    assert_eq!(header(&a, "x-auth-token-id"), Some("j"));
+
+    // An anonymous route: the copy goes too.
+    let mut h = get("/oauth2/token", None);
+    h.push(("x-groups", "admin"));
+    let a = send(&mut vm, &h);
+    assert_eq!(a.action, Action::Continue);
+    assert_eq!(count(&a, "x-groups"), 0);
+}
+
 #[test]
 fn a_bad_configuration_is_refused_and_names_the_field() {
     let host = Host::new(&MODULE);

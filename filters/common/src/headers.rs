@@ -88,6 +88,30 @@ pub enum WriteNeeded {
     Replace,
 }
 
+/// The request headers one filter alone may write: every name starting with `prefix` and each
+/// of `names` (ASCII case-insensitive). The filter removes a client's own copies before it writes
+/// its values, so that a client can never speak for it, and then knows none is there to replace.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnedHeaders<'a, N> {
+    pub prefix: Option<&'a str>,
+    pub names: &'a [N],
+}
+
+impl<N: AsRef<str>> OwnedHeaders<'_, N> {
+    /// Whether `name` is one of these.
+    pub fn claims(&self, name: &[u8]) -> bool {
+        let prefixed = self.prefix.is_some_and(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+        });
+        prefixed
+            || self
+                .names
+                .iter()
+                .any(|owned| owned.as_ref().as_bytes().eq_ignore_ascii_case(name))
+    }
+}
+
 /// Where one header's name and value are in the buffers (`Buffers::get`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -206,10 +230,7 @@ impl HeaderSnapshot {
     pub fn value(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         match self.request_line(name) {
             Some(Found::Missing) => return None,
-            Some(Found::Once(at)) => {
-                let entry = self.entries.get(at)?;
-                return self.buffers.get(&entry.value).map(Cow::Borrowed);
-            }
+            Some(Found::Once(at)) => return self.value_at(at).map(Cow::Borrowed),
             Some(Found::Repeated) | None => {}
         }
         let mut matching = self.matching(name);
@@ -223,6 +244,11 @@ impl HeaderSnapshot {
             joined.extend_from_slice(value);
         }
         Some(Cow::Owned(joined))
+    }
+
+    /// The value of the entry at `at`.
+    fn value_at(&self, at: usize) -> Option<&[u8]> {
+        self.buffers.get(&self.entries.get(at)?.value)
     }
 
     /// Where `name` is, if it is one of the request line's pseudo-headers (`RequestLineMemo`).
@@ -283,10 +309,41 @@ impl HeaderSnapshot {
             .collect()
     }
 
-    /// What a replace (`Some`) or a removal (`None`) of `name` must do, in one pass over the
-    /// headers: nothing (no header of that name to remove, or exactly one with that value), add
-    /// it (none there yet), or replace (or remove) what is there.
+    /// The names of the headers `owned` claims, lowercased, each once, in order. Names that are
+    /// not UTF-8 are skipped: no filter writes them. Only the matches are copied: this runs on
+    /// every request, and usually finds none.
+    pub fn names_owned<N: AsRef<str>>(&self, owned: &OwnedHeaders<'_, N>) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in self.pairs() {
+            if !owned.claims(name) {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            let name = name.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// What a replace (`Some`) or a removal (`None`) of `name` must do: nothing (no header of
+    /// that name to remove, or exactly one with that value), add it (none there yet), or replace
+    /// (or remove) what is there. One pass over the headers, or none for the request line's
+    /// (`RequestLineMemo` knows where they are).
     pub fn write_needed(&self, name: &str, value: Option<&str>) -> WriteNeeded {
+        if let Some(found) = self.request_line(name) {
+            return match (found, value) {
+                (Found::Missing, None) => WriteNeeded::Nothing,
+                (Found::Missing, Some(_)) => WriteNeeded::Add,
+                (Found::Once(at), Some(v)) if self.value_at(at) == Some(v.as_bytes()) => {
+                    WriteNeeded::Nothing
+                }
+                _ => WriteNeeded::Replace,
+            };
+        }
         let mut matching = self.matching(name);
         match (value, matching.next()) {
             (None, None) => WriteNeeded::Nothing,
@@ -308,6 +365,15 @@ impl HeaderSnapshot {
     /// now), and drops any later ones; a name not there yet goes at the end. The common case, one
     /// header replaced, moves no other entry.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
+        if let (Some(value), Some(Found::Once(at))) = (value, self.request_line(name)) {
+            // The one header of a request-line name, replaced where it is under the name as the
+            // memo spells it: the memo still holds, and no pass over the headers is needed.
+            let entry = self.buffers.append(name.as_bytes(), value.as_bytes());
+            if let Some(slot) = self.entries.get_mut(at) {
+                *slot = entry;
+            }
+            return;
+        }
         self.request_line = RequestLineMemo::default();
         let buffers = &self.buffers;
         let named = |e: &Entry| is_named(buffers, e, name);
@@ -584,6 +650,59 @@ mod tests {
     }
 
     #[test]
+    fn owned_headers_are_named_once_lowercased_in_order() {
+        let s = HeaderSnapshot::decode(encode(&[
+            ("X-Auth-Subject", "spoofed"),
+            ("x-groups", "admin"),
+            (":path", "/"),
+            ("x-auth-subject", "again"),
+            ("x-authz", "not ours"),
+            ("X-GROUPS", "more"),
+        ]));
+        let owned = OwnedHeaders {
+            prefix: Some("x-auth-"),
+            names: &["x-groups"],
+        };
+        assert_eq!(s.names_owned(&owned), ["x-auth-subject", "x-groups"]);
+        assert!(owned.claims(b"X-AUTH-scope") && owned.claims(b"x-Groups"));
+        assert!(!owned.claims(b"x-auth") && !owned.claims(b"x-groupsx"));
+        let by_name = OwnedHeaders::<&str> {
+            prefix: None,
+            names: &["x-authz"],
+        };
+        assert_eq!(s.names_owned(&by_name), ["x-authz"]);
+        let none = OwnedHeaders::<&str> {
+            prefix: None,
+            names: &[],
+        };
+        assert!(s.names_owned(&none).is_empty() && !none.claims(b""));
+    }
+
+    #[test]
+    fn the_request_line_is_written_in_place_without_a_pass() {
+        let mut s = HeaderSnapshot::decode(encode(&[
+            (":method", "GET"),
+            (":path", "/a"),
+            (":authority", "h"),
+            ("x-a", "1"),
+        ]));
+        assert_eq!(s.write_needed(":path", Some("/a")), WriteNeeded::Nothing);
+        assert_eq!(s.write_needed(":path", Some("/b")), WriteNeeded::Replace);
+        assert_eq!(s.write_needed(":path", None), WriteNeeded::Replace);
+        s.set(":path", Some("/b"));
+        assert_eq!(s.get_text(":path").as_deref(), Some("/b"));
+        assert_eq!(
+            s.names_starting_with(""),
+            [":method", ":path", ":authority", "x-a"]
+        );
+        assert_eq!(s.get_text(":authority").as_deref(), Some("h"));
+        s.set(":path", None);
+        assert_eq!(s.write_needed(":path", None), WriteNeeded::Nothing);
+        assert_eq!(s.write_needed(":path", Some("/c")), WriteNeeded::Add);
+        assert_eq!(s.get_text(":method").as_deref(), Some("GET"));
+    }
+
+    #[test]
     fn values_that_are_not_utf8_stay_bytes_and_read_lossily_as_text() {
         let s = HeaderSnapshot::from_pairs(vec![(b"authorization".to_vec(), vec![0xff, b'a'])]);
         assert_eq!(s.get("authorization"), Some(vec![0xff, b'a']));
@@ -695,6 +814,33 @@ mod tests {
                 for probe in REQUEST_LINE_NAMES {
                     prop_assert_eq!(snapshot.get_text(probe), joined(&model, probe));
                 }
+            }
+
+            /// With or without the memo (the request line's names, others), what a write needs
+            /// is what the headers say.
+            #[test]
+            fn write_needed_agrees_with_the_headers(
+                pairs in vec((request_line_name(), value()), 0..8),
+                target in request_line_name(),
+                new in proptest::option::of(value()),
+                read_first in any::<bool>(),
+            ) {
+                let snapshot = snapshot_of(&pairs);
+                if read_first {
+                    let _ = snapshot.get(":path");
+                }
+                let values: Vec<&str> = pairs
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(&target))
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                let expected = match (new.as_deref(), values.as_slice()) {
+                    (None, []) => WriteNeeded::Nothing,
+                    (Some(_), []) => WriteNeeded::Add,
+                    (Some(v), [only]) if v == *only => WriteNeeded::Nothing,
+                    _ => WriteNeeded::Replace,
+                };
+                prop_assert_eq!(snapshot.write_needed(&target, new.as_deref()), expected);
             }
 
             #[test]

@@ -8,11 +8,11 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use wasmgate_filter_common::headers::HeaderSnapshot;
+use wasmgate_filter_common::headers::{HeaderSnapshot, OwnedHeaders};
 use wasmgate_filter_common::host::chain::plugin_configuration;
 use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
 use wasmgate_filter_common::host::headers::{
-    request_headers, set_request_header, with_request_headers,
+    clear_owned_request_headers, request_headers, set_request_header, with_request_headers,
 };
 use wasmgate_filter_common::host::log_config_error;
 
@@ -20,6 +20,12 @@ use crate::engine::{Outcome, RequestHeaders, RuleSet};
 use crate::{ORIGINAL_PATH_HEADER, UPSTREAM_HEADER};
 
 const FILTER_NAME: &str = "route-rewrite";
+
+/// Headers only this filter may set: a client's own copies never reach the upstream.
+const OWNED: OwnedHeaders<'static, &str> = OwnedHeaders {
+    prefix: None,
+    names: &[UPSTREAM_HEADER, ORIGINAL_PATH_HEADER],
+};
 
 // The module's entry point exists only in the wasm build with feature `entry-point` (the default):
 // on the host, where xtask links the three filters into one binary (for their config schemas), and
@@ -111,9 +117,8 @@ impl HttpContext for Stream {
 
 impl Stream {
     fn rewrite(&self) -> Action {
-        // Headers only this filter may set: never trust the client's copy.
-        set_header(UPSTREAM_HEADER, None);
-        set_header(ORIGINAL_PATH_HEADER, None);
+        // Removed before the rules see the request; each is then written at most once below.
+        let owned = clear_owned_request_headers(FILTER_NAME, &OWNED);
         let Some(filter) = &self.filter else {
             return Action::Continue;
         };
@@ -142,7 +147,7 @@ impl Stream {
             Outcome::Continue(rewrite) => {
                 if let Some(path) = &rewrite.path {
                     if let Some(original) = &original_path {
-                        set_header(ORIGINAL_PATH_HEADER, Some(original));
+                        owned.set(ORIGINAL_PATH_HEADER, original);
                     }
                     set_header(":path", Some(path));
                 }
@@ -150,7 +155,7 @@ impl Stream {
                     set_header(":authority", Some(&authority));
                 }
                 if let Some(upstream) = &rewrite.upstream {
-                    set_header(UPSTREAM_HEADER, Some(upstream));
+                    owned.set(UPSTREAM_HEADER, upstream);
                 }
                 Action::Continue
             }

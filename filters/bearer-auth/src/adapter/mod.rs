@@ -17,7 +17,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::RequestInfo;
 use wasmgate_filter_common::host::chain::{plugin_configuration, resume_request};
 use wasmgate_filter_common::host::headers::{
-    request_header_names_starting_with, request_headers, set_request_header, with_request_headers,
+    clear_owned_request_headers, request_headers, set_request_header, with_request_headers,
 };
 use wasmgate_filter_common::host::log_config_error;
 
@@ -25,9 +25,7 @@ use crate::FILTER_NAME;
 use crate::cache::CacheKey;
 use crate::challenge::{Denial, respond};
 use crate::config::{Config, JwksSource};
-use crate::engine::{
-    Allow, Engine, IDENTITY_HEADER_PREFIX, Outcome, RequestView, Wait, WaitPolicy,
-};
+use crate::engine::{Allow, Engine, Outcome, RequestView, Wait, WaitPolicy};
 use crate::metrics::{Metric, Metrics};
 use crate::refresh::{RefreshState, Refresher, Why};
 
@@ -356,11 +354,10 @@ fn decide_and_apply(vm: &Shared, now: u64, can_wait: bool) -> Handled {
 
 fn let_through(allow: &Allow, state: &VmState) -> Handled {
     // Spoofed identity headers go first, whatever the route.
-    for name in request_header_names_starting_with(IDENTITY_HEADER_PREFIX) {
-        set_request_header(FILTER_NAME, &name, None);
-    }
+    let owned = state.engine.owned_headers();
+    let cleared = clear_owned_request_headers(FILTER_NAME, &owned);
     for (name, value) in allow.identity_headers() {
-        set_request_header(FILTER_NAME, name, Some(value));
+        cleared.set(name, value);
     }
     if allow.remove_authorization {
         set_request_header(FILTER_NAME, "authorization", None);

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use crate::headers::{HeaderSnapshot, WriteNeeded};
+use crate::headers::{HeaderSnapshot, OwnedHeaders, WriteNeeded};
 
 thread_local! {
     static SNAPSHOT: RefCell<Option<Rc<HeaderSnapshot>>> = const { RefCell::new(None) };
@@ -47,22 +47,62 @@ pub fn request_headers() -> Rc<HeaderSnapshot> {
         .unwrap_or_else(|| Rc::new(read_map(MapType::HttpRequestHeaders)))
 }
 
-/// The request's header names that start with `prefix` (ASCII case-insensitive), lowercased;
-/// names that are not UTF-8 are skipped. Only the matches are copied: this runs on every request.
-pub fn request_header_names_starting_with(prefix: &str) -> Vec<String> {
-    request_headers().names_starting_with(prefix)
+/// The request headers a filter owns, cleared of the client's copies (`clear_owned_request_headers`).
+pub struct ClearedHeaders<'o, N> {
+    filter_name: &'o str,
+    owned: &'o OwnedHeaders<'o, N>,
+}
+
+/// Removes every request header `owned` claims: a client's own copies of the headers only this
+/// filter may write. The writes of those headers through the result then add them without a
+/// pass over the headers to find one to replace, since there is none left. One pass over the
+/// copy (or over the map read now, outside a scope) finds them.
+pub fn clear_owned_request_headers<'o, N: AsRef<str>>(
+    filter_name: &'o str,
+    owned: &'o OwnedHeaders<'o, N>,
+) -> ClearedHeaders<'o, N> {
+    // Named before the removals: a copy still held while writing would be copied again.
+    let names = request_headers().names_owned(owned);
+    for name in names {
+        set_request_header(filter_name, &name, None);
+    }
+    ClearedHeaders { filter_name, owned }
+}
+
+impl<N: AsRef<str>> ClearedHeaders<'_, N> {
+    /// Sets a request header: added when the filter owns it (cleared, and written once: each
+    /// is written at most once after the clearing), replaced as `set_request_header` does when
+    /// it does not.
+    pub fn set(&self, name: &str, value: &str) {
+        let needed = if self.owned.claims(name.as_bytes()) {
+            WriteNeeded::Add
+        } else {
+            needed_in_scope(name, Some(value))
+        };
+        write(self.filter_name, name, Some(value), needed);
+    }
 }
 
 /// Replaces (`Some`) or removes (`None`) a request header. Inside a scope, a write that changes
 /// nothing (removing a header the request does not have, or setting the one value it has) makes
 /// no host call, and a header the request does not have yet is added rather than replaced: the
 /// same result, and Envoy skips looking for copies to remove (about 1K fewer instructions per
-/// write, BENCHMARKS.md "Instructions per request"). One pass over the copy decides which. A failure is logged under `filter_name`.
+/// write, BENCHMARKS.md "Instructions per request"). One pass over the copy decides which, none
+/// for the request line's pseudo-headers. A failure is logged under `filter_name`.
 pub fn set_request_header(filter_name: &str, name: &str, value: Option<&str>) {
-    let needed = SNAPSHOT.with(|s| match s.borrow().as_ref() {
+    write(filter_name, name, value, needed_in_scope(name, value));
+}
+
+/// What the write needs, by the scope's copy; outside a scope, a replace (which is always right).
+fn needed_in_scope(name: &str, value: Option<&str>) -> WriteNeeded {
+    SNAPSHOT.with(|s| match s.borrow().as_ref() {
         Some(snap) => snap.write_needed(name, value),
         None => WriteNeeded::Replace,
-    });
+    })
+}
+
+/// Makes the write `needed` says through the host, and in the scope's copy.
+fn write(filter_name: &str, name: &str, value: Option<&str>, needed: WriteNeeded) {
     let written = match (needed, value) {
         (WriteNeeded::Nothing, _) => return,
         (WriteNeeded::Add, Some(value)) => {
