@@ -17,7 +17,7 @@ use wasmgate_filter_common::host::log_config_error;
 use crate::FILTER_NAME;
 use crate::config::{self, Config};
 use crate::engine::{self, Decision, Event, Metrics};
-use crate::headers::Header;
+use crate::headers::ResponseHeaders;
 use crate::keys::RequestView;
 use crate::limiter::CREATE_CAS;
 use crate::store::{SetError, SharedStore};
@@ -90,7 +90,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
             state: self.state.clone(),
-            response_headers: Vec::new(),
+            response_headers: None,
         }))
     }
 }
@@ -98,7 +98,7 @@ impl RootContext for Root {
 struct Http {
     state: Option<Rc<State>>,
     /// Rate-limit headers for the response of a request that was let through.
-    response_headers: Vec<Header>,
+    response_headers: Option<ResponseHeaders>,
 }
 
 impl Context for Http {}
@@ -154,9 +154,11 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        for (name, value) in std::mem::take(&mut self.response_headers) {
-            // Replace, not add: an upstream's own rate-limit headers would contradict ours.
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value));
+        if let Some(headers) = self.response_headers.take() {
+            headers.write(|name, value| {
+                // Replace, not add: an upstream's own rate-limit headers would contradict ours.
+                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+            });
         }
         Action::Continue
     }

@@ -9,8 +9,8 @@
 
 use wasmgate_filter_common::RequestInfo;
 
-use crate::config::{Config, FailureMode, HeaderMode, OnMissingKey, Policy};
-use crate::headers::{self, Header, Report};
+use crate::config::{Config, FailureMode, OnMissingKey, Policy};
+use crate::headers::{self, Header, Report, ResponseHeaders};
 use crate::keys::{self, KeySource, RequestView};
 use crate::limiter::{self, Effort, LimiterError, Outcome, Snapshot};
 use crate::store::SharedStore;
@@ -47,7 +47,9 @@ pub enum LogLevel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Let the request through and add these headers to its response.
-    Allow { response_headers: Vec<Header> },
+    Allow {
+        response_headers: Option<ResponseHeaders>,
+    },
     /// Answer the request here.
     Deny {
         status: u16,
@@ -174,7 +176,7 @@ fn decide_any(
         }
     }
     if applied.is_empty() {
-        return allow(Vec::new(), None);
+        return allow(None, None);
     }
 
     if applied.iter().filter(|a| !a.policy.dry_run).count() > 1 {
@@ -230,9 +232,8 @@ fn decide_any(
     for a in &dry_run_hits {
         metrics.count(Event::DryRunLimited(a.index));
     }
-    let headers = headers::closest_to_exhaustion(&reports)
-        .map(|r| response_headers(config, r))
-        .unwrap_or_default();
+    let headers =
+        headers::closest_to_exhaustion(&reports).and_then(|r| response_headers(config, r));
     let log = if !failures.is_empty() {
         Some(let_through_despite(&failures))
     } else if !dry_run_hits.is_empty() {
@@ -267,11 +268,11 @@ fn decide_one(
         metrics,
     } = context;
     if !policy.matcher.matches(info) {
-        return allow(Vec::new(), None);
+        return allow(None, None);
     }
     let slot = match slot_for(config, policy, request) {
         Ok(Some(slot)) => slot,
-        Ok(None) => return allow(Vec::new(), None),
+        Ok(None) => return allow(None, None),
         Err(missing) => {
             metrics.count(Event::MissingKey(INDEX));
             return missing;
@@ -296,7 +297,7 @@ fn decide_one(
             metrics.count(Event::Failure(INDEX));
             let reason = failure_reason(&policy.name, &error);
             match config.failure_mode {
-                FailureMode::Allow => allow(Vec::new(), Some(let_through_despite(&[reason]))),
+                FailureMode::Allow => allow(None, Some(let_through_despite(&[reason]))),
                 FailureMode::Deny => unavailable(reason),
             }
         }
@@ -312,11 +313,8 @@ struct Context<'a> {
 }
 
 /// The headers describing `report`, as the configuration asks for them.
-fn response_headers(config: &Config, report: &Report<'_>) -> Vec<Header> {
-    if config.headers == HeaderMode::None {
-        return Vec::new();
-    }
-    headers::rate_limit_headers(config.headers, report)
+fn response_headers(config: &Config, report: &Report<'_>) -> Option<ResponseHeaders> {
+    ResponseHeaders::new(config.headers, report)
 }
 
 /// The log line for a request let through although its buckets could not be counted.
@@ -405,7 +403,7 @@ fn give_back(
     }
 }
 
-fn allow(response_headers: Vec<Header>, log: Option<(LogLevel, String)>) -> Verdict {
+fn allow(response_headers: Option<ResponseHeaders>, log: Option<(LogLevel, String)>) -> Verdict {
     Verdict {
         decision: Decision::Allow { response_headers },
         log,

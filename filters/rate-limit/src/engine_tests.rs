@@ -52,12 +52,17 @@ fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
 }
 
 /// Status and headers of a decision (200 for "let through").
-fn outcome(v: &Verdict) -> (u16, &[Header]) {
+fn outcome(v: &Verdict) -> (u16, Vec<Header>) {
     match &v.decision {
-        Decision::Allow { response_headers } => (200, response_headers),
+        Decision::Allow { response_headers } => (
+            200,
+            response_headers
+                .as_ref()
+                .map_or_else(Vec::new, ResponseHeaders::to_vec),
+        ),
         Decision::Deny {
             status, headers, ..
-        } => (*status, headers),
+        } => (*status, headers.clone()),
     }
 }
 
@@ -73,31 +78,31 @@ fn the_seed_scenario_150_requests_100_pass_then_429_with_retry_after() {
         let now = T0 + i * 10_000_000;
         let v = decide(&config, &store, &client("123"), now, &metrics);
         let (status, headers) = outcome(&v);
-        let remaining: u64 = header(headers, "x-ratelimit-remaining")
+        let remaining: u64 = header(&headers, "x-ratelimit-remaining")
             .unwrap()
             .parse()
             .unwrap();
-        assert_eq!(header(headers, "x-ratelimit-limit"), Some("100"));
+        assert_eq!(header(&headers, "x-ratelimit-limit"), Some("100"));
         assert_eq!(
-            header(headers, "ratelimit-policy"),
+            header(&headers, "ratelimit-policy"),
             Some("\"per-client\";q=100;w=60")
         );
-        let draft = header(headers, "ratelimit").unwrap();
-        let reset = header(headers, "x-ratelimit-reset").unwrap();
+        let draft = header(&headers, "ratelimit").unwrap();
+        let reset = header(&headers, "x-ratelimit-reset").unwrap();
         assert_eq!(draft, format!("\"per-client\";r={remaining};t={reset}"));
         if status == 200 {
             passed += 1;
-            assert!(header(headers, "retry-after").is_none());
+            assert!(header(&headers, "retry-after").is_none());
         } else {
             assert_eq!(status, 429, "request {i}");
             assert_eq!(remaining, 0);
-            let retry: u64 = header(headers, "retry-after").unwrap().parse().unwrap();
+            let retry: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
             assert!(
                 (1..=1).contains(&retry),
                 "a token every 0.6 s: retry in 1 s, got {retry}"
             );
             assert_eq!(
-                header(headers, "content-type"),
+                header(&headers, "content-type"),
                 Some("application/problem+json")
             );
             let Decision::Deny { body, .. } = &v.decision else {
@@ -177,7 +182,7 @@ fn requests_outside_every_policy_get_no_headers() {
     assert_eq!(
         v.decision,
         Decision::Allow {
-            response_headers: vec![]
+            response_headers: None
         }
     );
     assert_eq!(store.footprint().0, 0, "nothing stored");
@@ -235,7 +240,7 @@ fn missing_key_skip_and_deny() {
         assert_eq!(
             v.decision,
             Decision::Allow {
-                response_headers: vec![]
+                response_headers: None
             }
         );
     }
@@ -281,7 +286,7 @@ fn every_policy_must_have_a_token_and_a_denied_request_takes_none() {
         assert_eq!(status, 429);
         // The 429 describes the policy that denied.
         assert_eq!(
-            header(headers, "ratelimit-policy"),
+            header(&headers, "ratelimit-policy"),
             Some("\"per-user\";q=2;w=3600")
         );
     }
@@ -292,8 +297,8 @@ fn every_policy_must_have_a_token_and_a_denied_request_takes_none() {
     );
     let v = decide(&config, &store, &bob, T0, &m);
     // The headers describe the policy closest to exhaustion: bob has 1 left, global 997.
-    assert_eq!(header(outcome(&v).1, "x-ratelimit-remaining"), Some("1"));
-    assert_eq!(header(outcome(&v).1, "x-ratelimit-limit"), Some("2"));
+    assert_eq!(header(&outcome(&v).1, "x-ratelimit-remaining"), Some("1"));
+    assert_eq!(header(&outcome(&v).1, "x-ratelimit-limit"), Some("2"));
     assert_eq!(m.get("allowed.0"), 3);
     assert_eq!(m.get("limited.1"), 10);
 }
@@ -367,7 +372,7 @@ fn dry_run_counts_and_reports_but_never_denies() {
         assert_eq!(status, 200);
         let expected = if i < 2 { 1 - i } else { 0 };
         assert_eq!(
-            header(headers, "x-ratelimit-remaining"),
+            header(&headers, "x-ratelimit-remaining"),
             Some(expected.to_string().as_str())
         );
         if i >= 2 {
@@ -437,7 +442,7 @@ fn failure_mode_allow_lets_requests_through_without_headers() {
     assert_eq!(
         v.decision,
         Decision::Allow {
-            response_headers: vec![]
+            response_headers: None
         }
     );
     assert!(matches!(&v.log, Some((LogLevel::Warn, l)) if l.contains("failure_mode allow")));
@@ -496,8 +501,8 @@ fn limit_zero_refuses_everything_without_a_retry_after() {
     let v = decide(&config, &store, &FakeRequest::new("DELETE", "/x"), T0, &m);
     let (status, headers) = outcome(&v);
     assert_eq!(status, 429);
-    assert_eq!(header(headers, "retry-after"), None);
-    assert_eq!(header(headers, "x-ratelimit-remaining"), Some("0"));
+    assert_eq!(header(&headers, "retry-after"), None);
+    assert_eq!(header(&headers, "x-ratelimit-remaining"), Some("0"));
     assert_eq!(
         outcome(&decide(
             &config,

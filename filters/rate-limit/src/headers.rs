@@ -36,31 +36,78 @@ pub fn closest_to_exhaustion<'a, 'b>(reports: &'b [Report<'a>]) -> Option<&'b Re
 /// A response header: names are fixed, so only values are built per request.
 pub type Header = (&'static str, String);
 
-/// Headers describing `report`.
+/// The rate-limit headers of a response, kept as the numbers they carry until they are written.
+/// A response's headers are set a callback after the decision: written then, the
+/// `X-RateLimit-*` values are text on the stack, where each header built at the decision took an
+/// allocation and a copy, and the list of them one more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    mode: HeaderMode,
+    /// The policy reported, which the draft-10 items name (`None` when the mode has none).
+    policy: Option<String>,
+    limit: u64,
+    window: u64,
+    remaining: u64,
+    reset: u64,
+}
+
+impl ResponseHeaders {
+    /// The headers `mode` asks for, describing `report`; `None` when it asks for none.
+    pub fn new(mode: HeaderMode, report: &Report<'_>) -> Option<Self> {
+        let (draft10, _) = families(mode);
+        // The draft's window is whole seconds; sub-second intervals round up to 1.
+        let window = ceil_secs(report.rate.interval_ns).max(1);
+        (mode != HeaderMode::None).then(|| Self {
+            mode,
+            policy: draft10.then(|| report.policy.to_owned()),
+            limit: report.rate.limit,
+            window,
+            remaining: report.snapshot.remaining,
+            // A bucket that never refills (limit 0) never resets: report the window, the longest
+            // a client may usefully wait before asking again.
+            reset: report.snapshot.ns_until_full.map_or(window, ceil_secs),
+        })
+    }
+
+    /// Hands each header to `set`, by name and value, in a fixed order.
+    pub fn write(&self, mut set: impl FnMut(&'static str, &str)) {
+        let (draft10, x_ratelimit) = families(self.mode);
+        if draft10 {
+            let name = self.policy.as_deref().unwrap_or_default();
+            let policy = item(name, [("q", self.limit), ("w", self.window)]);
+            set("ratelimit-policy", &policy);
+            set(
+                "ratelimit",
+                &item(name, [("r", self.remaining), ("t", self.reset)]),
+            );
+        }
+        if x_ratelimit {
+            let mut number = itoa::Buffer::new();
+            set("x-ratelimit-limit", number.format(self.limit));
+            set("x-ratelimit-remaining", number.format(self.remaining));
+            set("x-ratelimit-reset", number.format(self.reset));
+        }
+    }
+
+    /// The headers as a list.
+    pub fn to_vec(&self) -> Vec<Header> {
+        let mut out = Vec::with_capacity(5);
+        self.write(|name, value| out.push((name, value.to_owned())));
+        out
+    }
+}
+
+/// Whether `mode` sends the draft-10 fields, and the `X-RateLimit-*` triple.
+fn families(mode: HeaderMode) -> (bool, bool) {
+    (
+        matches!(mode, HeaderMode::Draft10 | HeaderMode::Both),
+        matches!(mode, HeaderMode::XRatelimit | HeaderMode::Both),
+    )
+}
+
+/// Headers describing `report`, as a list (for a local reply, which adds its own).
 pub fn rate_limit_headers(mode: HeaderMode, report: &Report<'_>) -> Vec<Header> {
-    let limit = report.rate.limit;
-    // The draft's window is whole seconds; sub-second intervals round up to 1.
-    let window = ceil_secs(report.rate.interval_ns).max(1);
-    let remaining = report.snapshot.remaining;
-    // A bucket that never refills (limit 0) never resets: report the window, the longest a
-    // client may usefully wait before asking again.
-    let reset = report.snapshot.ns_until_full.map_or(window, ceil_secs);
-    let mut out = Vec::with_capacity(5);
-    if matches!(mode, HeaderMode::Draft10 | HeaderMode::Both) {
-        let name = report.policy;
-        out.push((
-            "ratelimit-policy",
-            item(name, [("q", limit), ("w", window)]),
-        ));
-        out.push(("ratelimit", item(name, [("r", remaining), ("t", reset)])));
-    }
-    if matches!(mode, HeaderMode::XRatelimit | HeaderMode::Both) {
-        let mut number = itoa::Buffer::new();
-        out.push(("x-ratelimit-limit", number.format(limit).to_owned()));
-        out.push(("x-ratelimit-remaining", number.format(remaining).to_owned()));
-        out.push(("x-ratelimit-reset", number.format(reset).to_owned()));
-    }
-    out
+    ResponseHeaders::new(mode, report).map_or_else(Vec::new, |headers| headers.to_vec())
 }
 
 /// A structured-field item, a policy name with two integer parameters: `"name";q=100;w=60`.
@@ -156,6 +203,32 @@ mod tests {
             ]
         );
         assert!(names(HeaderMode::None).is_empty());
+    }
+
+    #[test]
+    fn kept_headers_write_what_the_list_says() {
+        let r = report("per-client", 7, Some(3 * SEC));
+        assert_eq!(ResponseHeaders::new(HeaderMode::None, &r), None);
+        for mode in [
+            HeaderMode::Draft10,
+            HeaderMode::XRatelimit,
+            HeaderMode::Both,
+        ] {
+            let kept = ResponseHeaders::new(mode, &r).unwrap();
+            let mut written = Vec::new();
+            kept.write(|name, value| written.push((name, value.to_owned())));
+            assert_eq!(written, rate_limit_headers(mode, &r), "{mode:?}");
+        }
+        let x = ResponseHeaders::new(HeaderMode::XRatelimit, &r).unwrap();
+        assert_eq!(x.policy, None, "no name kept where none is sent");
+        assert_eq!(
+            x.to_vec(),
+            [
+                ("x-ratelimit-limit", "100".to_owned()),
+                ("x-ratelimit-remaining", "7".to_owned()),
+                ("x-ratelimit-reset", "3".to_owned())
+            ]
+        );
     }
 
     #[test]
