@@ -218,7 +218,9 @@ struct RawClaimHeader {
     claim: String,
     /// The header to set, in lowercase, e.g. `x-auth-groups`: each named once, and none of
     /// `x-auth-subject`, `x-auth-client-id` and `x-auth-scope`, which the filter sets itself. A
-    /// client's own copy is always removed.
+    /// client's own copy is always removed, on every route, so headers of the request itself,
+    /// Envoy's and other wasmgate filters' are refused (`authorization`, `host`, framing and
+    /// hop-by-hop headers, `cookie`, the forwarding headers, `x-envoy-*`, `x-wasmgate-*`).
     #[cfg_attr(feature = "schema", schemars(pattern("^[a-z0-9_-]+$")))]
     header: String,
 }
@@ -533,10 +535,50 @@ fn build_claim_header(i: usize, c: RawClaimHeader) -> Result<ClaimHeader, Config
             "must be a lowercase header name (a-z, 0-9, `-`, `_`)",
         ));
     }
+    if is_reserved(&c.header) {
+        return Err(ConfigError::new(
+            format!("claim_headers[{i}].header"),
+            format!(
+                "`{}` belongs to the request, to Envoy or to another wasmgate filter, and a \
+                 claim header's incoming copy is removed from every request",
+                c.header
+            ),
+        ));
+    }
     Ok(ClaimHeader {
         claim: c.claim,
         header: c.header,
     })
+}
+
+/// Headers a claim may not be mapped to. The filter removes a client's copy of each claim header
+/// from every request it lets through, anonymous ones included: mapped to one of these, it would
+/// strip the credentials the token endpoint reads, the request's framing, its cookies, the
+/// forwarding headers rate-limit keys on, or what Envoy and route-rewrite set.
+fn is_reserved(header: &str) -> bool {
+    const NAMES: [&str; 19] = [
+        "authorization",
+        "proxy-authorization",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "expect",
+        "cookie",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-request-id",
+    ];
+    const PREFIXES: [&str; 2] = ["x-envoy-", "x-wasmgate-"];
+    NAMES.contains(&header) || PREFIXES.iter().any(|prefix| header.starts_with(prefix))
 }
 
 /// Each identity header is written once per request: a claim header may not be one the filter
@@ -674,7 +716,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_header_is_set_once() {
+    fn a_claim_header_is_set_once_and_takes_over_no_other_header() {
         let with = |mappings: &str| {
             GOOD.replace(
                 r#""rules""#,
@@ -689,6 +731,18 @@ mod tests {
         ));
         assert_eq!(e.field, "claim_headers[1].header");
         assert!(e.reason.contains("claim_headers[0]"), "{e}");
+        for reserved in [
+            "authorization",
+            "x-forwarded-for",
+            "x-wasmgate-upstream",
+            "x-envoy-x",
+        ] {
+            let e = err(&with(&format!(
+                r#"{{"claim":"sub","header":"{reserved}"}}"#
+            )));
+            assert_eq!(e.field, "claim_headers[0].header");
+            assert!(e.reason.contains("removed from every request"), "{e}");
+        }
         let c = Config::from_json(with(r#"{"claim":"groups","header":"x-groups"}"#).as_bytes());
         assert_eq!(c.map(|c| c.claim_headers.len()).ok(), Some(1));
     }

@@ -65,8 +65,9 @@ pub struct Allow {
 }
 
 impl Allow {
-    /// The headers to set after every `x-auth-*` header was removed: subject, client id (each
-    /// if the token has one), scope, then the configured claim headers.
+    /// The headers to set after the client's copies of the filter's own were removed
+    /// (`Engine::owned_headers`): subject, client id (each if the token has one), scope, then
+    /// the configured claim headers.
     pub fn identity_headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.identity.iter().flat_map(|id| {
             let subject = id.subject.as_deref().map(|s| (SUBJECT_HEADER, s));

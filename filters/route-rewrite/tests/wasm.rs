@@ -76,6 +76,36 @@ fn proxy_rule_sets_path_authority_upstream_and_original_path() {
     assert_eq!(host.counter("route_rewrite.rule.1.hits"), Some(0));
 }
 
+/// A client's copies of the headers only this filter writes are gone, and the filter's own are
+/// there once: the cleared headers are added, not added beside the client's.
+#[test]
+fn a_rewrite_sends_its_own_headers_once_whatever_the_client_sent() {
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+    let mut stream = vm.http_stream().unwrap();
+    let spoofed = [
+        ("x-wasmgate-upstream", "authz"),
+        ("X-Wasmgate-Upstream", "admin"),
+        ("x-wasmgate-original-path", "/lies"),
+    ];
+    stream
+        .request_headers(&headers("/api/notes", &spoofed), true)
+        .unwrap();
+    let request = stream.request();
+    let all = |name: &str| -> Vec<&str> {
+        request
+            .headers
+            .0
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(all("x-wasmgate-upstream"), ["notes_api"]);
+    assert_eq!(all("x-wasmgate-original-path"), ["/api/notes"]);
+    assert_eq!(all(":path"), ["/api/notes"]);
+}
+
 #[test]
 fn header_condition_switches_the_upstream() {
     let host = Host::new(module());

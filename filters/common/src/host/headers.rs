@@ -51,6 +51,9 @@ pub fn request_headers() -> Rc<HeaderSnapshot> {
 pub struct ClearedHeaders<'o, N> {
     filter_name: &'o str,
     owned: &'o OwnedHeaders<'o, N>,
+    /// Whether every removal went through. One the host refused leaves the client's copy in
+    /// place, which an add would then sit beside: the writes replace instead.
+    cleared: bool,
 }
 
 /// Removes every request header `owned` claims: a client's own copies of the headers only this
@@ -63,18 +66,24 @@ pub fn clear_owned_request_headers<'o, N: AsRef<str>>(
 ) -> ClearedHeaders<'o, N> {
     // Named before the removals: a copy still held while writing would be copied again.
     let names = request_headers().names_owned(owned);
+    let mut cleared = true;
     for name in names {
-        set_request_header(filter_name, &name, None);
+        // Found just now: a removal, without a second look for it.
+        cleared &= write(filter_name, &name, None, WriteNeeded::Replace);
     }
-    ClearedHeaders { filter_name, owned }
+    ClearedHeaders {
+        filter_name,
+        owned,
+        cleared,
+    }
 }
 
 impl<N: AsRef<str>> ClearedHeaders<'_, N> {
-    /// Sets a request header: added when the filter owns it (cleared, and written once: each
-    /// is written at most once after the clearing), replaced as `set_request_header` does when
-    /// it does not.
+    /// Sets a request header: added when the filter owns it and every copy was removed (the
+    /// caller writes each owned header at most once after the clearing, or the second would be
+    /// added beside the first), set as `set_request_header` sets it otherwise.
     pub fn set(&self, name: &str, value: &str) {
-        let needed = if self.owned.claims(name.as_bytes()) {
+        let needed = if self.cleared && self.owned.claims(name.as_bytes()) {
             WriteNeeded::Add
         } else {
             needed_in_scope(name, Some(value))
@@ -101,10 +110,11 @@ fn needed_in_scope(name: &str, value: Option<&str>) -> WriteNeeded {
     })
 }
 
-/// Makes the write `needed` says through the host, and in the scope's copy.
-fn write(filter_name: &str, name: &str, value: Option<&str>, needed: WriteNeeded) {
+/// Makes the write `needed` says through the host, and in the scope's copy; `false` if the host
+/// refused it (logged under `filter_name`).
+fn write(filter_name: &str, name: &str, value: Option<&str>, needed: WriteNeeded) -> bool {
     let written = match (needed, value) {
-        (WriteNeeded::Nothing, _) => return,
+        (WriteNeeded::Nothing, _) => return true,
         (WriteNeeded::Add, Some(value)) => {
             hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
         }
@@ -115,7 +125,7 @@ fn write(filter_name: &str, name: &str, value: Option<&str>, needed: WriteNeeded
             LogLevel::Error,
             &format!("{filter_name}: could not set request header `{name}`: {status:?}"),
         );
-        return;
+        return false;
     }
     SNAPSHOT.with(|s| {
         if let Some(snap) = s.borrow_mut().as_mut() {
@@ -126,6 +136,7 @@ fn write(filter_name: &str, name: &str, value: Option<&str>, needed: WriteNeeded
             }
         }
     });
+    true
 }
 
 /// Reads a whole header map with the raw host call: the SDK's `get_map` would panic on a name
