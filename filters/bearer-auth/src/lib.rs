@@ -6,7 +6,7 @@
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 mod adapter;
 
-pub use adapter::root_context;
+pub use adapter::{Request, Root, root_context};
 pub mod b64;
 pub mod cache;
 pub mod challenge;

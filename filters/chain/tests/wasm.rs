@@ -208,14 +208,20 @@ fn a_request_paused_for_keys_passes_the_later_stages_before_it_resumes() {
     assert_eq!(answer_jwks(&mut vm, &signer.jwks()), 1);
 
     // The first went through rate-limit and route-rewrite, then was resumed.
-    let first = vm.stream(ids[0]).unwrap();
+    let mut first = vm.stream(ids[0]).unwrap();
     assert!(first.request_resumed());
     assert_eq!(first.request().header(":path"), Some("/api/v1/notes"));
     assert_eq!(
         first.request().header("x-wasmgate-upstream"),
         Some("notes_api")
     );
-    drop(first);
+    // Its response goes back through every stage it passed, the later ones included: the chain
+    // keeps the stages of a paused request elsewhere than those of the others.
+    first
+        .response_headers(&[(":status", "200")], false)
+        .unwrap();
+    assert_eq!(first.response().header("x-ratelimit-remaining"), Some("0"));
+    first.finish().unwrap();
     // The second met the limit of 1 in the rate-limit stage: answered 429, never resumed.
     let second = vm.stream(ids[1]).unwrap();
     assert!(!second.request_resumed());

@@ -8,7 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
 use wasmgate_filter_common::headers::HeaderSnapshot;
-use wasmgate_filter_common::host::chain::plugin_configuration;
+use wasmgate_filter_common::host::chain::{StageRoot, plugin_configuration};
 use wasmgate_filter_common::host::clock;
 use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
 use wasmgate_filter_common::host::headers::{request_headers, with_request_headers};
@@ -34,13 +34,28 @@ proxy_wasm::main! {{
 
 /// The filter's root context: what the entry point installs, and what the one-module chain
 /// (filters/chain) runs as a stage.
-pub fn root_context(_context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root::default())
+pub fn root_context(context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root::new(context_id))
 }
 
-#[derive(Default)]
-struct Root {
+/// The filter's root context (see `root_context`).
+pub struct Root {
     state: Option<Rc<State>>,
+}
+
+impl StageRoot for Root {
+    type Stream = Http;
+
+    fn new(_context_id: u32) -> Self {
+        Self { state: None }
+    }
+
+    fn stream(&self, _context_id: u32) -> Http {
+        Http {
+            state: self.state.clone(),
+            response_headers: None,
+        }
+    }
 }
 
 /// What every request of this plugin shares: the checked configuration and the metric ids.
@@ -87,15 +102,13 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            state: self.state.clone(),
-            response_headers: None,
-        }))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(self.stream(context_id)))
     }
 }
 
-struct Http {
+/// One request's context.
+pub struct Http {
     state: Option<Rc<State>>,
     /// Rate-limit headers for the response of a request that was let through.
     response_headers: Option<ResponseHeaders>,

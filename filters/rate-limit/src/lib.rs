@@ -26,7 +26,7 @@ pub mod table;
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 mod adapter;
 
-pub use adapter::root_context;
+pub use adapter::{Http, Root, root_context};
 
 /// The name used in logs and metrics.
 pub const FILTER_NAME: &str = "rate-limit";

@@ -9,7 +9,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::headers::{HeaderSnapshot, OwnedHeaders};
-use wasmgate_filter_common::host::chain::plugin_configuration;
+use wasmgate_filter_common::host::chain::{StageRoot, plugin_configuration};
 use wasmgate_filter_common::host::counters::{BatchedCounters, tick_for_flushing};
 use wasmgate_filter_common::host::headers::{
     clear_owned_request_headers, request_headers, set_request_header, with_request_headers,
@@ -39,8 +39,8 @@ proxy_wasm::main! {{
 
 /// The filter's root context: what the entry point installs, and what the one-module chain
 /// (filters/chain) runs as a stage.
-pub fn root_context(_context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root::default())
+pub fn root_context(context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root::new(context_id))
 }
 
 /// What every request of this plugin shares: the rules and their hit counters.
@@ -51,9 +51,25 @@ struct Filter {
     hits: BatchedCounters,
 }
 
-#[derive(Default)]
-struct Root {
+/// The filter's root context (see `root_context`).
+pub struct Root {
     filter: Option<Rc<Filter>>,
+}
+
+impl StageRoot for Root {
+    type Stream = Stream;
+
+    fn new(_context_id: u32) -> Self {
+        Self { filter: None }
+    }
+
+    fn stream(&self, _context_id: u32) -> Stream {
+        // Without a valid configuration Envoy does not create streams; should a host do it
+        // anyway, the request passes through untouched.
+        Stream {
+            filter: self.filter.clone(),
+        }
+    }
 }
 
 impl Context for Root {}
@@ -93,16 +109,13 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Without a valid configuration Envoy does not create streams; should a host do it
-        // anyway, the request passes through untouched.
-        Some(Box::new(Stream {
-            filter: self.filter.clone(),
-        }))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(self.stream(context_id)))
     }
 }
 
-struct Stream {
+/// One request's context.
+pub struct Stream {
     filter: Option<Rc<Filter>>,
 }
 

@@ -23,7 +23,7 @@ pub mod variables;
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 mod adapter;
 
-pub use adapter::root_context;
+pub use adapter::{Root, Stream, root_context};
 
 pub use config::load;
 pub use engine::{Evaluation, Outcome, RequestHeaders, Rewrite, RuleSet};

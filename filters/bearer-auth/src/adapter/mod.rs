@@ -15,7 +15,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::RequestInfo;
-use wasmgate_filter_common::host::chain::{plugin_configuration, resume_request};
+use wasmgate_filter_common::host::chain::{StageRoot, plugin_configuration, resume_request};
 use wasmgate_filter_common::host::headers::{
     clear_owned_request_headers, request_headers, set_request_header, with_request_headers,
 };
@@ -48,10 +48,7 @@ proxy_wasm::main! {{
 /// The filter's root context: what the entry point installs, and what the one-module chain
 /// (filters/chain) runs as a stage.
 pub fn root_context(context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root {
-        id: context_id,
-        vm: None,
-    })
+    Box::new(Root::new(context_id))
 }
 
 /// Tick while requests wait for keys (and right after configure, for the first fetch).
@@ -86,9 +83,28 @@ struct VmState {
 
 type Shared = Rc<RefCell<VmState>>;
 
-struct Root {
+/// The filter's root context (see `root_context`).
+pub struct Root {
     id: u32,
     vm: Option<Shared>,
+}
+
+impl StageRoot for Root {
+    type Stream = Request;
+
+    fn new(context_id: u32) -> Self {
+        Self {
+            id: context_id,
+            vm: None,
+        }
+    }
+
+    fn stream(&self, context_id: u32) -> Request {
+        Request {
+            id: context_id,
+            vm: self.vm.clone(),
+        }
+    }
 }
 
 impl Context for Root {
@@ -194,14 +210,12 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request {
-            id: context_id,
-            vm: self.vm.clone(),
-        }))
+        Some(Box::new(self.stream(context_id)))
     }
 }
 
-struct Request {
+/// One request's context.
+pub struct Request {
     id: u32,
     vm: Option<Shared>,
 }

@@ -11,7 +11,23 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{HttpContext, RootContext};
 use proxy_wasm::types::BufferType;
+
+/// A filter's root context as a stage of the one-module chain. The chain holds the contexts of
+/// one request's stages side by side in its own context, so a stage makes each request's context
+/// as a value: one allocation per request for the whole chain, where boxed stage contexts (the
+/// SDK's `create_http_context`) would take one per stage, and a list of them one more.
+pub trait StageRoot: RootContext + Sized {
+    /// The context of one request in this stage.
+    type Stream: HttpContext;
+
+    /// The root context of root context id `context_id`, not yet configured.
+    fn new(context_id: u32) -> Self;
+
+    /// The context of request `context_id`; `create_http_context` boxes the same.
+    fn stream(&self, context_id: u32) -> Self::Stream;
+}
 
 /// Decides a request whose context is effective after a filter paused it and now lets it go on:
 /// true if the request may be resumed, false if a later stage answered it.
