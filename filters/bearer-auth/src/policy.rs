@@ -2,7 +2,7 @@
 //! (Envoy gives wasm filters no per-route config, so the matching lives in the filter's config.)
 
 use serde::Deserialize;
-use wasmgate_filter_common::{RequestInfo, RequestMatch};
+use wasmgate_filter_common::{Reads, RequestInfo, RequestMatch};
 
 /// What a request must bring: `"anonymous"`, `"token"` or `{"scopes": [...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -34,11 +34,24 @@ pub struct Rule {
 pub struct Rules {
     rules: Vec<Rule>,
     default: Requirement,
+    /// What the rules look at beyond the path, worked out once here (`reads`).
+    reads: Reads,
 }
 
 impl Rules {
     pub fn new(rules: Vec<Rule>, default: Requirement) -> Self {
-        Self { rules, default }
+        let reads = Reads::of(rules.iter().map(|r| &r.matcher));
+        Self {
+            rules,
+            default,
+            reads,
+        }
+    }
+
+    /// Whether `requirement` needs the request's method and host: without a rule on them, the
+    /// adapter leaves them empty in `RequestInfo` rather than read them for nothing.
+    pub fn reads(&self) -> Reads {
+        self.reads
     }
 
     pub fn requirement(&self, request: &RequestInfo<'_>) -> &Requirement {

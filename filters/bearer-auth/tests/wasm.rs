@@ -352,6 +352,57 @@ fn cache_hits_after_the_first_verification() {
     assert_eq!(host.counter("bearer_auth.cache.hit"), Some(4));
 }
 
+/// Rules on a host or on methods apply by the request's `:authority` (port or not, in any case)
+/// and `:method`: the filter reads those only for a configuration that has such rules, and then
+/// on every request.
+#[test]
+fn rules_on_the_host_and_the_method_apply_by_them() {
+    let host = Host::new(&MODULE);
+    let s = TokenSigner::new("k1");
+    let config = config("").replacen(
+        r#""rules": ["#,
+        r#""rules": [{"match": {"host": "admin.example.com"}, "require": "token"},
+                     {"match": {"methods": ["DELETE"]}, "require": "token"},"#,
+        1,
+    );
+    let mut vm = host.plugin(&config).unwrap();
+    vm.tick().unwrap();
+    assert_eq!(answer_jwks(&mut vm, 200, &jwks(&[&s])), 1);
+    fn on<'a>(
+        method: &'a str,
+        authority: &'a str,
+        auth: Option<&'a str>,
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut h = get("/public", auth);
+        h.retain(|(n, _)| *n != ":authority" && *n != ":method");
+        h.push((":method", method));
+        h.push((":authority", authority));
+        h
+    }
+
+    // Elsewhere the default (anonymous) applies; on the admin host or for a DELETE a token is
+    // needed.
+    let a = send(&mut vm, &on("GET", "localhost:8443", None));
+    assert_eq!(a.action, Action::Continue);
+    for admin in ["admin.example.com", "Admin.Example.COM:8443"] {
+        let a = send(&mut vm, &on("GET", admin, None));
+        assert_eq!(a.status, Some(401), "{admin}");
+    }
+    let a = send(&mut vm, &on("DELETE", "localhost:8443", None));
+    assert_eq!(a.status, Some(401));
+    assert!(
+        host.logs()
+            .iter()
+            .any(|l| l.message.contains("(DELETE /public)"))
+    );
+    let auth = format!("Bearer {}", token(&s, &host, "demo"));
+    for (method, authority) in [("GET", "admin.example.com:8443"), ("DELETE", "localhost")] {
+        let a = send(&mut vm, &on(method, authority, Some(&auth)));
+        assert_eq!(a.action, Action::Continue, "{method} {authority}");
+        assert_eq!(header(&a, "x-auth-subject"), Some("bob"));
+    }
+}
+
 #[test]
 fn clock_skew_edges_with_the_host_clock() {
     let host = Host::new(&MODULE);

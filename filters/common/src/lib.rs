@@ -14,7 +14,7 @@ pub mod schema;
 pub mod text;
 
 pub use config::{ConfigError, parse_config};
-pub use matcher::{RequestInfo, RequestMatch};
+pub use matcher::{Reads, RequestInfo, RequestMatch};
 
 /// Every filter's allocator in wasm, where a VM has one thread (`allocator` says why).
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]

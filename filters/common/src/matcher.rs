@@ -4,6 +4,9 @@ use regex_lite::Regex;
 use serde::{Deserialize, Deserializer};
 
 /// The parts of a request that matchers look at, borrowed from the adapter's header map.
+/// `method` and `host` are left empty by an adapter whose matchers never look at them
+/// (`Reads`): each is a header lookup and a UTF-8 check on every request, for conditions few
+/// configurations have.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestInfo<'a> {
     pub method: &'a str,
@@ -11,6 +14,24 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
     /// `:authority` (or `host`), possibly with a port.
     pub host: &'a str,
+}
+
+/// Which of a request's method and host some matcher of a configuration looks at, worked out
+/// once when it is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub method: bool,
+    pub host: bool,
+}
+
+impl Reads {
+    /// What any of `matchers` looks at.
+    pub fn of<'m>(matchers: impl IntoIterator<Item = &'m RequestMatch>) -> Self {
+        matchers.into_iter().fold(Self::default(), |reads, m| Self {
+            method: reads.method || !m.methods.is_empty(),
+            host: reads.host || m.host.is_some(),
+        })
+    }
 }
 
 impl RequestInfo<'_> {
@@ -124,6 +145,22 @@ mod tests {
         assert!(!m.matches(&req("GET", "/notes/12", "api.example.com")));
         assert!(!m.matches(&req("DELETE", "/notes/x", "api.example.com")));
         assert!(!m.matches(&req("DELETE", "/notes/12", "other.example.com")));
+    }
+
+    #[test]
+    fn reads_names_what_any_matcher_looks_at() {
+        let parse = |json: &str| parse_config::<RequestMatch>(json.as_bytes()).unwrap_or_default();
+        let prefix = parse(r#"{"path_prefix":"/api/"}"#);
+        let methods = parse(r#"{"methods":["GET"]}"#);
+        let host = parse(r#"{"host":"a.example"}"#);
+        assert_eq!(Reads::of([&prefix]), Reads::default());
+        let both = Reads {
+            method: true,
+            host: true,
+        };
+        assert_eq!(Reads::of([&prefix, &methods, &host]), both);
+        assert!(Reads::of([&methods]).method && !Reads::of([&methods]).host);
+        assert!(Reads::of([&host]).host && !Reads::of([&host]).method);
     }
 
     #[test]

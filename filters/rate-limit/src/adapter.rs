@@ -187,28 +187,25 @@ fn now_ns() -> u64 {
     clock::nanos_since_epoch().unwrap_or(0)
 }
 
-/// The request as the engine sees it, borrowed from the request headers; `:method` and `:path`
-/// are looked up once, everything else only if a policy asks.
+/// The request as the engine sees it, borrowed from the request headers; `:path` is looked up
+/// once, everything else only if a policy asks.
 struct HostRequest<'h> {
     headers: &'h HeaderSnapshot,
-    method: Cow<'h, str>,
     path: Cow<'h, str>,
 }
 
 impl<'h> HostRequest<'h> {
     fn read(headers: &'h HeaderSnapshot) -> Self {
-        let get = |name: &str| headers.text(name).unwrap_or_default();
         Self {
             headers,
-            method: get(":method"),
-            path: get(":path"),
+            path: headers.text(":path").unwrap_or_default(),
         }
     }
 }
 
 impl RequestView for HostRequest<'_> {
-    fn method(&self) -> &str {
-        &self.method
+    fn method(&self) -> Cow<'_, str> {
+        self.headers.text(":method").unwrap_or_default()
     }
     fn path(&self) -> &str {
         &self.path

@@ -2,7 +2,7 @@
 //! structure. Every refusal names the field (see docs/filters/rate-limit.md for the schema).
 
 use serde::{Deserialize, Deserializer};
-use wasmgate_filter_common::{ConfigError, RequestMatch, parse_config};
+use wasmgate_filter_common::{ConfigError, Reads, RequestMatch, parse_config};
 
 use crate::bucket::Rate;
 use crate::keys::PolicyHash;
@@ -24,6 +24,9 @@ pub struct Config {
     pub max_cas_retries: u32,
     pub xff_trusted_hops: u32,
     pub table: Table,
+    /// What the policies' matchers look at beyond the path: a request's method and host are
+    /// read only for them (`RequestInfo`).
+    pub matchers_read: Reads,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +386,7 @@ pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
             format!("must be a multiple of {WAYS} between {WAYS} and {MAX_SLOTS}"),
         ));
     }
+    let matchers_read = Reads::of(policies.iter().map(|p| &p.matcher));
     Ok(Config {
         policies,
         headers: raw.headers,
@@ -393,6 +397,7 @@ pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
             name: raw.table.name,
             slots,
         },
+        matchers_read,
     })
 }
 

@@ -7,6 +7,8 @@
 //! bucket is empty. When several enforcing policies apply, a read-only look first refuses requests
 //! that would be denied anyway, so denied requests do not hold other policies' tokens even briefly.
 
+use std::borrow::Cow;
+
 use wasmgate_filter_common::RequestInfo;
 
 use crate::config::{Config, FailureMode, OnMissingKey, Policy};
@@ -120,12 +122,23 @@ fn decide_by(
     context: Context<'_>,
 ) -> Verdict {
     let mut effort = Effort::default();
-    let host = request
-        .header(":authority")
-        .or_else(|| request.header("host"))
-        .unwrap_or_default();
+    // The method and the host are read only for matchers on them.
+    let reads = config.matchers_read;
+    let method = if reads.method {
+        request.method()
+    } else {
+        Cow::Borrowed("")
+    };
+    let host = if reads.host {
+        request
+            .header(":authority")
+            .or_else(|| request.header("host"))
+            .unwrap_or_default()
+    } else {
+        Cow::Borrowed("")
+    };
     let info = RequestInfo {
-        method: request.method(),
+        method: &method,
         path: request.path(),
         host: &host,
     };

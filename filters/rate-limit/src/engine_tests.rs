@@ -676,3 +676,86 @@ mod one_policy {
         }
     }
 }
+
+/// A policy on a host applies by `:authority` (without its port), or by `host` where the request
+/// has no `:authority`; configurations without one never read the host at all.
+#[test]
+fn a_policy_on_a_host_reads_the_authority_or_the_host_header() {
+    let config = load(
+        br#"{"policies":[{"name":"admin","match":{"host":"admin.example.com"},
+        "key":[{"constant":"all"}],"limit":1,"interval":"1h"}]}"#,
+    )
+    .unwrap();
+    assert!(config.matchers_read.host && !config.matchers_read.method);
+    assert_eq!(
+        load(SEED.as_bytes()).unwrap().matchers_read,
+        wasmgate_filter_common::Reads::default()
+    );
+    let store = MemoryStore::new();
+    let metrics = Counts::default();
+    let request = |authority: Option<&str>, host: Option<&str>| {
+        let mut r = FakeRequest::new("GET", "/");
+        if let Some(a) = authority {
+            r = r.with(":authority", a);
+        }
+        if let Some(h) = host {
+            r = r.with("host", h);
+        }
+        r
+    };
+    let status = |r: &FakeRequest| outcome(&decide(&config, &store, r, T0, &metrics)).0;
+
+    let elsewhere = request(Some("api.example.com"), None);
+    assert_eq!(status(&elsewhere), 200);
+    assert_eq!(
+        metrics.get("allowed.0"),
+        0,
+        "another host: the policy does not apply"
+    );
+    assert_eq!(status(&request(Some("Admin.Example.com:8443"), None)), 200);
+    assert_eq!(status(&request(Some("admin.example.com"), None)), 429);
+    assert_eq!(status(&request(None, Some("admin.example.com"))), 429);
+    assert_eq!(status(&elsewhere), 200);
+    assert_eq!(metrics.get("allowed.0"), 1);
+}
+
+/// A policy on methods applies by `:method`, which configurations without one never read; a key
+/// on the method reads it whatever the matchers.
+#[test]
+fn a_policy_on_methods_reads_the_method_and_so_does_a_key_on_it() {
+    let config = load(
+        br#"{"policies":[{"name":"writes","match":{"methods":["POST","DELETE"]},
+        "key":[{"constant":"all"}],"limit":1,"interval":"1h"}]}"#,
+    )
+    .unwrap();
+    assert!(config.matchers_read.method && !config.matchers_read.host);
+    let store = MemoryStore::new();
+    let metrics = Counts::default();
+    let status = |method: &str| {
+        let r = FakeRequest::new(method, "/api/notes");
+        outcome(&decide(&config, &store, &r, T0, &metrics)).0
+    };
+    assert_eq!(status("GET"), 200);
+    assert_eq!(status("POST"), 200);
+    assert_eq!(status("DELETE"), 429);
+    assert_eq!(status("GET"), 200);
+    assert_eq!(metrics.get("allowed.0"), 1);
+
+    let by_method = load(
+        br#"{"policies":[{"name":"per-method","key":["method"],"limit":1,
+        "interval":"1h"}]}"#,
+    );
+    let by_method = by_method.unwrap();
+    assert_eq!(
+        by_method.matchers_read,
+        wasmgate_filter_common::Reads::default()
+    );
+    let store = MemoryStore::new();
+    let status = |method: &str| {
+        let r = FakeRequest::new(method, "/");
+        outcome(&decide(&by_method, &store, &r, T0, &metrics)).0
+    };
+    assert_eq!(status("GET"), 200);
+    assert_eq!(status("POST"), 200, "another method, another bucket");
+    assert_eq!(status("GET"), 429);
+}

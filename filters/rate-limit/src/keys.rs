@@ -17,7 +17,8 @@ const HASH_KEY: (u64, u64) = (0x7761_736d_6761_7465, 0x7261_7465_6c69_6d69);
 /// The parts of a request that keys read, supplied by the adapter (lazily: most policies read
 /// one header).
 pub trait RequestView {
-    fn method(&self) -> &str;
+    /// `:method`, read when a matcher or a key needs it.
+    fn method(&self) -> Cow<'_, str>;
     /// `:path` including the query.
     fn path(&self) -> &str;
     fn header(&self, name: &str) -> Option<Cow<'_, str>>;
@@ -48,7 +49,7 @@ pub fn key_values(
                 .map(Cow::into_owned),
             KeyPart::ClientIp => client_ip(request, xff_trusted_hops).map(|ip| ip.to_string()),
             KeyPart::Path => Some(path_only(request.path()).to_owned()),
-            KeyPart::Method => Some(request.method().to_owned()),
+            KeyPart::Method => Some(request.method().into_owned()),
             KeyPart::Constant(c) => Some(c.clone()),
         })
         .collect()
@@ -188,8 +189,8 @@ pub mod tests {
     }
 
     impl RequestView for FakeRequest {
-        fn method(&self) -> &str {
-            &self.method
+        fn method(&self) -> Cow<'_, str> {
+            Cow::Borrowed(&self.method)
         }
         fn path(&self) -> &str {
             &self.path

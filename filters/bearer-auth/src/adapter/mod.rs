@@ -7,6 +7,7 @@
 //! or watches shared data on a fast tick; once the key set changed, a fetch attempt completed, or
 //! the wait ran out, it makes the request's context effective again and decides it for good.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use wasmgate_filter_common::RequestInfo;
+use wasmgate_filter_common::headers::HeaderSnapshot;
 use wasmgate_filter_common::host::chain::{StageRoot, plugin_configuration, resume_request};
 use wasmgate_filter_common::host::headers::{
     clear_owned_request_headers, request_headers, set_request_header, with_request_headers,
@@ -301,9 +303,12 @@ fn decide_and_apply(vm: &Shared, now: u64, can_wait: bool) -> Handled {
     // Borrowed from the shared copy; let go of before `let_through` writes, so no write copies it.
     let headers = request_headers();
     let text = |name| headers.text(name).unwrap_or_default();
-    let method = text(":method");
+    // The method and the host are read only for rules on them.
+    let reads = vm.borrow().engine.config().rules.reads();
+    let text_if = |read, name| if read { text(name) } else { Cow::Borrowed("") };
+    let method = text_if(reads.method, ":method");
     let path = text(":path");
-    let host = text(":authority");
+    let host = text_if(reads.host, ":authority");
     let authorization = headers.value("authorization");
     let view = RequestView {
         info: RequestInfo {
@@ -362,7 +367,7 @@ fn decide_and_apply(vm: &Shared, now: u64, can_wait: bool) -> Handled {
             drop(headers);
             let_through(allow, &state)
         }
-        refusal => answer(refusal, &state, &view),
+        refusal => answer(refusal, &state, &view, &headers),
     }
 }
 
@@ -388,7 +393,13 @@ fn let_through(allow: &Allow, state: &VmState) -> Handled {
 }
 
 /// Answers a request that is not let through.
-fn answer(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled {
+/// `headers`: for the method in the log line, which `view` has only for rules on it.
+fn answer(
+    outcome: &Outcome,
+    state: &VmState,
+    view: &RequestView<'_>,
+    headers: &HeaderSnapshot,
+) -> Handled {
     match outcome {
         // `decide_and_apply` lets allowed requests through itself.
         Outcome::Allow(allow) => let_through(allow, state),
@@ -406,7 +417,7 @@ fn answer(outcome: &Outcome, state: &VmState, view: &RequestView<'_>) -> Handled
                     response.status,
                     denial.label(),
                     denial.reason(),
-                    view.info.method,
+                    headers.text(":method").unwrap_or_default(),
                     view.info.path_only()
                 ),
             );
