@@ -212,3 +212,17 @@ fn set_header(name: &str, value: Option<&str>) {
 fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rewrite` writes these through `ClearedHeaders::set`, which takes them as owned without
+    /// asking again.
+    #[test]
+    fn the_headers_the_filter_writes_are_the_ones_it_owns() {
+        for name in [UPSTREAM_HEADER, ORIGINAL_PATH_HEADER] {
+            assert!(OWNED.claims(name.as_bytes()), "{name}");
+        }
+    }
+}

@@ -142,6 +142,29 @@ fn identity_headers_are_set_and_authorization_forwarded_by_default() {
     assert_eq!(allow.new_path, None);
 }
 
+/// The adapter writes the identity headers as headers the filter owns, without asking again
+/// (`ClearedHeaders::set`): every name the engine gives is one its `owned_headers` claims, the
+/// fixed ones and the configured claim headers, inside the `x-auth-` prefix or not.
+#[test]
+fn every_identity_header_is_one_the_filter_owns() {
+    let s = Signer::new("k1");
+    let mut e = engine(
+        r#", "claim_headers": [{"claim": "jti", "header": "x-token-id"},
+                              {"claim": "iss", "header": "x-auth-issuer"}]"#,
+        &s,
+    );
+    let token = format!("Bearer {}", s.token("demo"));
+    let Outcome::Allow(allow) = run(&mut e, "/api/notes", Some(&token)) else {
+        panic!("allowed expected");
+    };
+    let names: Vec<&str> = allow.identity_headers().map(|(name, _)| name).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    let owned = e.owned_headers();
+    for name in names {
+        assert!(owned.claims(name.as_bytes()), "{name}");
+    }
+}
+
 #[test]
 fn authorization_and_query_token_stripped_when_configured() {
     let s = Signer::new("k1");

@@ -48,9 +48,8 @@ pub fn request_headers() -> Rc<HeaderSnapshot> {
 }
 
 /// The request headers a filter owns, cleared of the client's copies (`clear_owned_request_headers`).
-pub struct ClearedHeaders<'o, N> {
+pub struct ClearedHeaders<'o> {
     filter_name: &'o str,
-    owned: &'o OwnedHeaders<'o, N>,
     /// Whether every removal went through. One the host refused leaves the client's copy in
     /// place, which an add would then sit beside: the writes replace instead.
     cleared: bool,
@@ -62,8 +61,8 @@ pub struct ClearedHeaders<'o, N> {
 /// copy (or over the map read now, outside a scope) finds them.
 pub fn clear_owned_request_headers<'o, N: AsRef<str>>(
     filter_name: &'o str,
-    owned: &'o OwnedHeaders<'o, N>,
-) -> ClearedHeaders<'o, N> {
+    owned: &OwnedHeaders<'_, N>,
+) -> ClearedHeaders<'o> {
     // Named before the removals: a copy still held while writing would be copied again.
     let names = request_headers().names_owned(owned);
     let mut cleared = true;
@@ -73,17 +72,20 @@ pub fn clear_owned_request_headers<'o, N: AsRef<str>>(
     }
     ClearedHeaders {
         filter_name,
-        owned,
         cleared,
     }
 }
 
-impl<N: AsRef<str>> ClearedHeaders<'_, N> {
-    /// Sets a request header: added when the filter owns it and every copy was removed (the
-    /// caller writes each owned header at most once after the clearing, or the second would be
-    /// added beside the first), set as `set_request_header` sets it otherwise.
+impl ClearedHeaders<'_> {
+    /// Sets one of the request headers the filter owns: added when every copy was removed, set
+    /// as `set_request_header` sets it otherwise. Only for names `owned` claims, each written at
+    /// most once after the clearing: a name it does not claim may still have the client's copy,
+    /// which the add would sit beside. Each caller's tests hold its names to its `owned`; asking
+    /// again here on every write was a case-insensitive comparison of the name each time, about
+    /// 150 instructions in the harness (BENCHMARKS.md, "Owned headers written without asking
+    /// again").
     pub fn set(&self, name: &str, value: &str) {
-        let needed = if self.cleared && self.owned.claims(name.as_bytes()) {
+        let needed = if self.cleared {
             WriteNeeded::Add
         } else {
             needed_in_scope(name, Some(value))
