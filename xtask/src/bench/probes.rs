@@ -38,6 +38,9 @@ const VALUE_AT: u32 = 48;
 /// The shared-data key (`probe`, 5 bytes; it shares the value's bytes) and the property path
 /// (`source` NUL `address`, 14 bytes).
 const PROPERTY_AT: u32 = 112;
+/// The request header the single-read probes ask for: `authorization` (13 bytes), which the
+/// benchmark's request has and which Envoy keeps among its inline headers.
+const READ_NAME_AT: u32 = 160;
 /// Where host calls return their results (pointers, sizes, CAS): scratch words.
 const RETURNS_AT: u32 = 1024;
 /// A zeroed value of the size of rate-limit's shared-data group, for the probes that write what
@@ -74,7 +77,7 @@ const fn on_request(id: &'static str, title: &'static str, body: &'static str) -
     }
 }
 
-pub const PROBES: [Probe; 17] = [
+pub const PROBES: [Probe; 19] = [
     Probe {
         id: "P-context",
         title: "probe: a wasm filter with no callback of its own (the stream context alone)",
@@ -110,6 +113,20 @@ pub const PROBES: [Probe; 17] = [
         "P-read-map",
         "probe: + 1 read of the whole request-header map (proxy_get_header_map_pairs)",
         "(call $read_map)",
+    ),
+    // A filter that needs one or two headers could read them one by one instead of the whole map:
+    // what one such read costs, of a header the request has and of one it does not.
+    on_request(
+        "P-get-10",
+        "probe: + 10 reads of one request header the request has (proxy_get_header_map_value, \
+         `authorization`)",
+        "(call $get_present (i32.const 10))",
+    ),
+    on_request(
+        "P-get-absent-10",
+        "probe: + 10 reads of a request header the request does not have \
+         (proxy_get_header_map_value, `x-p0`)",
+        "(call $get_absent (i32.const 10))",
     ),
     on_request(
         "P-set-map",
@@ -248,12 +265,14 @@ pub fn wat(probe: &Probe) -> String {
   (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_shared_data" (func $get_shared (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $next_free (mut i32) (i32.const 4096))
   (data (i32.const {VALUE_AT}) "probe")
   (data (i32.const {HEADER_NAMES_AT}) "x-p0x-p1x-p2x-p3x-p4x-p5x-p6x-p7x-p8x-p9")
   (data (i32.const {PROPERTY_AT}) "source\00address")
+  (data (i32.const {READ_NAME_AT}) "authorization")
   (data (i32.const {NAMED_AT}) "{named}")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
@@ -323,6 +342,16 @@ pub fn wat(probe: &Probe) -> String {
           (i32.load (local.get $entry)) (i32.load offset=4 (local.get $entry))
           (i32.load offset=8 (local.get $entry)) (i32.load offset=12 (local.get $entry))))))
       (br_if $again (local.get $n))))
+  (func $get_header (param $name i32) (param $len i32) (param $n i32)
+    (loop $again
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (drop (call $get_value (i32.const 0) (local.get $name) (local.get $len)
+        (i32.const {RETURNS_AT}) (i32.const {returns_4})))
+      (br_if $again (local.get $n))))
+  (func $get_present (param $n i32)
+    (call $get_header (i32.const {READ_NAME_AT}) (i32.const 13) (local.get $n)))
+  (func $get_absent (param $n i32)
+    (call $get_header (i32.const {HEADER_NAMES_AT}) (i32.const 4) (local.get $n)))
   (func $property (param $n i32)
     (loop $again
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
@@ -572,6 +601,18 @@ mod tests {
         );
     }
 
+    /// The single-read probes make their ten reads and nothing else: each one's host calls are
+    /// P-callback's and ten more.
+    #[test]
+    fn the_single_read_probes_make_ten_reads_more_than_the_callback() {
+        let callback = second_request(&probe_module("P-callback"), "", "Bearer x").2;
+        for id in ["P-get-10", "P-get-absent-10"] {
+            let (request, _, calls, _) = second_request(&probe_module(id), "", "Bearer x");
+            assert_eq!(calls, callback + 10, "{id}");
+            assert_eq!(request.header("authorization"), Some("Bearer x"), "{id}");
+        }
+    }
+
     /// P-host-chain-named writes what the chain writes for the benchmark's request: the same
     /// request and response header names (values of the demo client's lengths), a group under a
     /// key of rate-limit's form, and as many host calls.
@@ -663,8 +704,8 @@ mod tests {
     }
 
     /// Not a test: D1's requests as the benchmark sends them, with its configuration, in a loop
-    /// for a profile of our own code in the harness (BENCHMARKS.md, "Our module's cost is its
-    /// code as much as its instructions"; `tests/harness/README.md` has the settings).
+    /// for a profile of our own code in the harness (BENCHMARKS.md, "Our own code, function by
+    /// function"; `tests/harness/README.md` has the settings).
     /// `PROFILE_REQUESTS` requests, 2,000 by default.
     #[test]
     #[ignore = "a profiling loop, run by hand"]
