@@ -11,7 +11,7 @@
 //! 326-byte token SipHash-2-4 took 4.3K wasm operators where the unkeyed BLAKE3 digest used
 //! before took 11.0K, and SipHash-1-3 (one round per 8 bytes instead of two, three per half of
 //! the output at the end instead of four) runs two thirds of SipHash-2-4's instructions
-//! (BENCHMARKS.md, "The token cache's hash with fewer rounds"). BLAKE3 needs no secret because
+//! (bench/NOTEBOOK.md, "The token cache's hash with fewer rounds"). BLAKE3 needs no secret because
 //! it resists collisions by itself, and pays for that in rounds; the cache needs less, since no
 //! one outside the VM ever sees its keys.
 //!

@@ -4,7 +4,7 @@
 //! Why: a request through the chain allocates and frees some thirty small blocks (stream
 //! contexts, header values, keys, rewritten paths), and dlmalloc's general path for each, with
 //! its bins, splitting and coalescing, was the largest single share of our own work per request
-//! (BENCHMARKS.md, "The host calls alone, timed"). A request's blocks are the same sizes as the
+//! (bench/NOTEBOOK.md, "The host calls alone, timed"). A request's blocks are the same sizes as the
 //! previous request's, so a free list per size class serves them in a few instructions, and the
 //! code a request runs through stays small. No crate does this: `talc`, a whole allocator made
 //! for wasm, measured no cheaper than dlmalloc here ("Tried and left out").

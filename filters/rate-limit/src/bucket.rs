@@ -119,8 +119,8 @@ fn ns_to_earn(units: u128, rate: &Rate) -> Option<u64> {
 /// `n / d` rounded up (`ceil`) or down; `None` when `d` is 0. The values of a request nearly
 /// always fit in 64 bits (a full bucket of a billion tokens a second is 10^18 units), and there
 /// the division is the 64-bit one wasm has, instead of a call to the 128-bit routine of
-/// `compiler_builtins` (three per request, BENCHMARKS.md "Our module's cost is its code as much as
-/// its instructions").
+/// `compiler_builtins` (three per request, bench/NOTEBOOK.md "Our module's cost is its code as
+/// much as its instructions").
 fn div_ceil_or_floor(n: u128, d: u128, ceil: bool) -> Option<u128> {
     let (quotient, remainder) = match (u64::try_from(n), u64::try_from(d)) {
         (Ok(n), Ok(d)) => (u128::from(n.checked_div(d)?), u128::from(n.checked_rem(d)?)),

@@ -264,7 +264,7 @@ fn decide_any(
 /// `decide_any` for a configuration of one policy, the usual one: the same decision without
 /// the lists several policies need (the ones that apply, the tokens taken, the reports to choose
 /// the headers from), which are most of the code a request runs through here
-/// (BENCHMARKS.md, "Shortcuts for the usual configuration"). The tests hold both to the same
+/// (bench/NOTEBOOK.md, "Shortcuts for the usual configuration"). The tests hold both to the same
 /// verdicts.
 fn decide_one(
     config: &Config,

@@ -4,7 +4,7 @@
 //! Why: for such a rule the engine's general state (the path and query as they are rewritten, the
 //! groups as owned strings, the list of conditions' groups, the loop over the rules) is most of
 //! the filter's own work on each request, in instructions and in the code a request runs through
-//! (BENCHMARKS.md, "Shortcuts for the usual configuration"). Here a request that matches the
+//! (bench/NOTEBOOK.md, "Shortcuts for the usual configuration"). Here a request that matches the
 //! first rule costs a prefix comparison, one expansion, the query's merge and the escaping. A
 //! request that does not match goes through the engine as before, which then finds that the first
 //! rule does not apply.

@@ -6,7 +6,7 @@
 //! ratio are measured seconds apart, in an order reversed every other cycle (A B, B A, A B, …),
 //! so a drift falls on both alike. What moves faster than that is averaged over the cycles: the
 //! report gives each cycle's ratio, and a confidence interval for their median that says whether
-//! there were enough of them (BENCHMARKS.md, "Paired bursts").
+//! there were enough of them (bench/NOTEBOOK.md, "Paired bursts").
 
 use std::fs;
 use std::path::Path;

@@ -82,7 +82,7 @@ impl ClearedHeaders<'_> {
     /// most once after the clearing: a name it does not claim may still have the client's copy,
     /// which the add would sit beside. Each caller's tests hold its names to its `owned`; asking
     /// again here on every write was a case-insensitive comparison of the name each time, about
-    /// 150 instructions in the harness (BENCHMARKS.md, "Owned headers written without asking
+    /// 150 instructions in the harness (bench/NOTEBOOK.md, "Owned headers written without asking
     /// again").
     pub fn set(&self, name: &str, value: &str) {
         let needed = if self.cleared {
