@@ -15,7 +15,7 @@ use wasmgate_filter_common::host::headers::{request_headers, with_request_header
 use wasmgate_filter_common::host::log_config_error;
 
 use crate::FILTER_NAME;
-use crate::config::{self, Config};
+use crate::config::{self, AppendAction, Config};
 use crate::engine::{self, Decision, Event, Metrics};
 use crate::headers::ResponseHeaders;
 use crate::keys::RequestView;
@@ -167,11 +167,16 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        if let Some(headers) = self.response_headers.take() {
-            headers.write(|name, value| {
-                // Replace, not add: an upstream's own rate-limit headers would contradict ours.
-                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
-            });
+        if let (Some(headers), Some(state)) = (self.response_headers.take(), &self.state) {
+            let map = MapType::HttpResponseHeaders;
+            match state.config.append_action {
+                AppendAction::OverwriteIfExistsOrAdd => headers.write(|name, value| {
+                    let _ = hostcalls::set_map_value(map, name, Some(value));
+                }),
+                AppendAction::AppendIfExistsOrAdd => headers.write(|name, value| {
+                    let _ = hostcalls::add_map_value(map, name, value);
+                }),
+            }
         }
         Action::Continue
     }

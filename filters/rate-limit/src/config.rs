@@ -20,6 +20,7 @@ pub const DEFAULT_MAX_CAS_RETRIES: u32 = 100;
 pub struct Config {
     pub policies: Vec<Policy>,
     pub headers: HeaderMode,
+    pub append_action: AppendAction,
     pub failure_mode: FailureMode,
     pub max_cas_retries: u32,
     pub xff_trusted_hops: u32,
@@ -93,6 +94,19 @@ pub enum HeaderMode {
     None,
 }
 
+/// How the rate-limit headers meet headers of the same name from the upstream. The names and
+/// meanings are those of Envoy's `HeaderValueOption.append_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AppendAction {
+    /// Replace any the upstream sent: clients see only the gateway's numbers.
+    OverwriteIfExistsOrAdd,
+    /// Add after any the upstream sent, as Envoy's `local_ratelimit` does. Cheaper: Envoy adds a
+    /// header without first looking for and removing others of its name.
+    AppendIfExistsOrAdd,
+}
+
 /// What to do when a bucket cannot be updated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -145,6 +159,14 @@ struct RawConfig {
     #[serde(default = "default_headers")]
     #[cfg_attr(feature = "schema", schemars(extend("default" = "both")))]
     headers: HeaderMode,
+    /// How the rate-limit headers meet headers of the same name from the upstream: replace them,
+    /// or be added after them.
+    #[serde(default = "default_append_action")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("default" = "overwrite_if_exists_or_add"))
+    )]
+    append_action: AppendAction,
     /// What to do when a bucket cannot be updated: refuse the request (503) or let it through.
     #[serde(default = "default_failure_mode")]
     #[cfg_attr(feature = "schema", schemars(extend("default" = "deny")))]
@@ -257,6 +279,9 @@ pub fn json_schema() -> schemars::Schema {
 
 fn default_headers() -> HeaderMode {
     HeaderMode::Both
+}
+fn default_append_action() -> AppendAction {
+    AppendAction::OverwriteIfExistsOrAdd
 }
 fn default_failure_mode() -> FailureMode {
     FailureMode::Deny
@@ -390,6 +415,7 @@ pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
     Ok(Config {
         policies,
         headers: raw.headers,
+        append_action: raw.append_action,
         failure_mode: raw.failure_mode,
         max_cas_retries: raw.max_cas_retries,
         xff_trusted_hops: raw.client_ip.xff_trusted_hops,
@@ -459,6 +485,7 @@ mod tests {
         );
         assert!(!p.dry_run);
         assert_eq!(c.headers, HeaderMode::Both);
+        assert_eq!(c.append_action, AppendAction::OverwriteIfExistsOrAdd);
         assert_eq!(c.failure_mode, FailureMode::Deny);
         assert_eq!(c.max_cas_retries, DEFAULT_MAX_CAS_RETRIES);
         assert_eq!(c.table.slots, DEFAULT_SLOTS);
@@ -475,7 +502,8 @@ mod tests {
     #[test]
     fn every_key_part_and_option_parses() {
         let c = load(
-            br#"{"headers":"draft10","failure_mode":"allow","max_cas_retries":5,
+            br#"{"headers":"draft10","append_action":"append_if_exists_or_add",
+                "failure_mode":"allow","max_cas_retries":5,
                 "client_ip":{"xff_trusted_hops":2},"table":{"name":"t1","slots":16},
                 "policies":[{"name":"p","key":["client_ip","path","method",{"constant":"all"},
                 {"header":"x-api-key"}],"on_missing_key":"skip","limit":0,"interval":"1d",
@@ -483,6 +511,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.headers, HeaderMode::Draft10);
+        assert_eq!(c.append_action, AppendAction::AppendIfExistsOrAdd);
         assert_eq!(c.failure_mode, FailureMode::Allow);
         assert_eq!(c.xff_trusted_hops, 2);
         assert_eq!(
@@ -567,6 +596,11 @@ mod tests {
             "client_ip.xff_trusted_hops"
         );
         assert_eq!(err(&with(r#""headers":"all""#)).0, "headers");
+        // Envoy's other actions keep the upstream's header or add nothing: not offered.
+        assert_eq!(
+            err(&with(r#""append_action":"add_if_absent""#)).0,
+            "append_action"
+        );
         assert_eq!(err(&with(r#""failure_mode":"open""#)).0, "failure_mode");
         assert_eq!(err("{}").0, "", "policies is required");
     }

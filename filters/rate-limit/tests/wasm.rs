@@ -54,6 +54,16 @@ impl Answer {
 
 /// Sends one request through the VM; if the filter lets it through, an upstream answers 200.
 fn send(vm: &mut wasmgate_harness::Vm, path: &str, client: Option<&str>) -> Answer {
+    send_answered_with(vm, path, client, &[])
+}
+
+/// `send`, with `upstream_headers` in the upstream's 200 besides its status and content type.
+fn send_answered_with(
+    vm: &mut wasmgate_harness::Vm,
+    path: &str,
+    client: Option<&str>,
+    upstream_headers: &[(&str, &str)],
+) -> Answer {
     let mut stream = vm.http_stream().unwrap();
     let mut headers = vec![
         (":method", "GET"),
@@ -67,9 +77,9 @@ fn send(vm: &mut wasmgate_harness::Vm, path: &str, client: Option<&str>) -> Answ
     let action = stream.request_headers(&headers, true).unwrap();
     let answer = match action {
         Action::Continue => {
-            let action = stream
-                .response_headers(&[(":status", "200"), ("content-type", "text/plain")], true)
-                .unwrap();
+            let mut response = vec![(":status", "200"), ("content-type", "text/plain")];
+            response.extend_from_slice(upstream_headers);
+            let action = stream.response_headers(&response, true).unwrap();
             assert_eq!(action, Action::Continue);
             let response = stream.response();
             Answer {
@@ -191,6 +201,52 @@ fn seed_scenario_under_the_test_clock() {
     let me = send(&mut vm, "/me", Some("123"));
     assert_eq!(me.status, 200);
     assert_eq!(me.header("x-ratelimit-remaining"), None);
+}
+
+/// An upstream with rate limits of its own: by default the client sees only the gateway's
+/// numbers; with `append_if_exists_or_add` both, the upstream's first, as from Envoy's
+/// `local_ratelimit`.
+#[test]
+fn the_upstream_s_rate_limit_headers_are_replaced_or_kept_before_ours() {
+    let upstream = [
+        ("x-ratelimit-limit", "5000"),
+        ("x-ratelimit-remaining", "4999"),
+        ("ratelimit", "\"upstream\";r=4999;t=3600"),
+    ];
+    let values = |a: &Answer, name: &str| -> Vec<String> {
+        a.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let host = Host::new(module());
+    let mut vm = host.plugin(&stack_config()).unwrap();
+    let replaced = send_answered_with(&mut vm, "/api/notes", Some("123"), &upstream);
+    assert_eq!(values(&replaced, "x-ratelimit-limit"), ["100"]);
+    assert_eq!(values(&replaced, "x-ratelimit-remaining"), ["99"]);
+    assert_eq!(values(&replaced, "ratelimit"), ["\"per-client\";r=99;t=1"]);
+    assert_eq!(values(&replaced, "x-ratelimit-reset"), ["1"]);
+
+    let appending =
+        stack_config().replacen('{', r#"{"append_action": "append_if_exists_or_add","#, 1);
+    let host = Host::new(module());
+    let mut vm = host.plugin(&appending).unwrap();
+    let both = send_answered_with(&mut vm, "/api/notes", Some("123"), &upstream);
+    assert_eq!(values(&both, "x-ratelimit-limit"), ["5000", "100"]);
+    assert_eq!(values(&both, "x-ratelimit-remaining"), ["4999", "99"]);
+    assert_eq!(
+        values(&both, "ratelimit"),
+        ["\"upstream\";r=4999;t=3600", "\"per-client\";r=99;t=1"]
+    );
+    assert_eq!(values(&both, "x-ratelimit-reset"), ["1"]);
+    // A local reply has no upstream headers to meet: a refusal is the same either way.
+    for _ in 0..99 {
+        send(&mut vm, "/api/notes", Some("123"));
+    }
+    let refused = send_answered_with(&mut vm, "/api/notes", Some("123"), &upstream);
+    assert_eq!(refused.status, 429);
+    assert_eq!(values(&refused, "x-ratelimit-limit"), ["100"]);
 }
 
 #[test]

@@ -20,8 +20,16 @@ pub const NEVER_DENYING_LIMIT: u64 = 1_000_000_000;
 /// The rate-limit response headers of the benchmark: the set C's `local_ratelimit` sends too.
 pub const BENCH_RATE_LIMIT_HEADERS: &str = "x_ratelimit";
 
+/// How the benchmark's rate-limit writes them: added, as C's `local_ratelimit` adds its own.
+pub const BENCH_RATE_LIMIT_APPEND_ACTION: &str = "append_if_exists_or_add";
+
 /// The body nginx and the direct response answer with (an empty notes list).
 pub const UPSTREAM_BODY: &str = "[]";
+
+/// A path where nginx also sends an `X-RateLimit-Limit` of its own, this one: every
+/// rate-limiting configuration must add its own after it (`measure::check_policy`).
+pub const UPSTREAM_LIMITED_PATH: &str = "/api/upstream-limited";
+pub const UPSTREAM_RATE_LIMIT: &str = "7";
 
 /// The audience tokens are minted for (the authz-service's default).
 pub const AUDIENCE: &str = "wasmgate-api";
@@ -39,6 +47,9 @@ pub struct Scenario {
     bearer_cache: bool,
     /// jwt_authn's `jwt_cache_config` (C has it, C0 keeps jwt_authn's default: none).
     jwt_cache: bool,
+    /// Whether a rate limiter writes X-RateLimit headers: checked before measuring to write
+    /// them as C's `local_ratelimit` does.
+    pub rate_limited: bool,
 }
 
 const fn scenario(id: &'static str, title: &'static str, template: &'static str) -> Scenario {
@@ -49,7 +60,14 @@ const fn scenario(id: &'static str, title: &'static str, template: &'static str)
         requires_token: false,
         bearer_cache: true,
         jwt_cache: true,
+        rate_limited: false,
     }
+}
+
+/// A configuration of the whole gateway: tokens checked, requests rate-limited.
+const fn gateway(mut s: Scenario) -> Scenario {
+    s.rate_limited = true;
+    with_token(s)
 }
 
 const fn with_token(mut s: Scenario) -> Scenario {
@@ -61,26 +79,26 @@ const fn with_token(mut s: Scenario) -> Scenario {
 pub const SCENARIOS: [Scenario; 12] = [
     scenario("A", "Envoy direct response (ceiling)", "A"),
     scenario("B", "passthrough (router only)", "B"),
-    with_token(scenario(
+    gateway(scenario(
         "C",
         "native jwt_authn (cache) + rbac scope + local_ratelimit + regex_rewrite",
         "C",
     )),
-    with_token(Scenario {
+    gateway(Scenario {
         jwt_cache: false,
         ..scenario("C0", "as C, jwt_authn without cache (its default)", "C")
     }),
-    with_token(scenario(
+    gateway(scenario(
         "D",
         "ours: bearer-auth + rate-limit + route-rewrite",
         "D",
     )),
-    with_token(scenario(
+    gateway(scenario(
         "D1",
         "ours in one module: the three filters as stages of chain.wasm, one VM",
         "D1",
     )),
-    with_token(Scenario {
+    gateway(Scenario {
         bearer_cache: false,
         ..scenario("E", "as D, bearer-auth token cache off", "D")
     }),
@@ -94,7 +112,10 @@ pub const SCENARIOS: [Scenario; 12] = [
         "native jwt_authn (cache) + rbac scope alone",
         "F-jwt-authn",
     )),
-    scenario("F-rate-limit", "ours: rate-limit alone", "F-rate-limit"),
+    Scenario {
+        rate_limited: true,
+        ..scenario("F-rate-limit", "ours: rate-limit alone", "F-rate-limit")
+    },
     scenario(
         "F-route-rewrite",
         "ours: route-rewrite alone",
@@ -197,14 +218,17 @@ impl FilterConfigs {
                 p.insert("interval".to_owned(), json!("1s"));
             }
         }
-        // C's local_ratelimit sends the three X-RateLimit headers (DRAFT_VERSION_03); the gateway
-        // sends those and the IETF pair. The same policy means the same headers.
+        // C's local_ratelimit adds the three X-RateLimit headers (DRAFT_VERSION_03) after any
+        // the upstream sent; the gateway sends those and the IETF pair, replacing the upstream's.
+        // The same policy means the same headers, written the same way.
         rate_limit["headers"] = json!(BENCH_RATE_LIMIT_HEADERS);
+        rate_limit["append_action"] = json!(BENCH_RATE_LIMIT_APPEND_ACTION);
         notes.push(format!(
             "rate-limit: envoy/filters/rate-limit.json with every policy's limit raised to \
-             {NEVER_DENYING_LIMIT} per 1 s (never denies; same for local_ratelimit), and \
-             `headers: \"{BENCH_RATE_LIMIT_HEADERS}\"`, the X-RateLimit-* headers C's \
-             local_ratelimit sends"
+             {NEVER_DENYING_LIMIT} per 1 s (never denies; same for local_ratelimit), \
+             `headers: \"{BENCH_RATE_LIMIT_HEADERS}\"` and `append_action: \
+             \"{BENCH_RATE_LIMIT_APPEND_ACTION}\"`: the X-RateLimit-* headers C's \
+             local_ratelimit sends, added as it adds them"
         ));
         let mut route_rewrite = read(&filters_dir.join("route-rewrite.json"))?;
         // C's regex_rewrite keeps the client's :authority and keeps no trace of the old path;
@@ -351,6 +375,10 @@ mod tests {
         );
         assert_eq!(filters.rate_limit["policies"][0]["interval"], json!("1s"));
         assert_eq!(filters.rate_limit["headers"], json!("x_ratelimit"));
+        assert_eq!(
+            filters.rate_limit["append_action"],
+            json!("append_if_exists_or_add")
+        );
         // The rest of the policy (key, fallback) is the gateway's.
         assert_eq!(
             filters.rate_limit["policies"][0]["key"][0]["header"],

@@ -11,7 +11,20 @@ use anyhow::{Context, Result, bail};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
+    /// Every header line in order, names as sent; a repeated header appears once per line.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Response {
+    /// The values of every header called `name` (ASCII case-insensitive), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 /// Sends one request to `addr` and reads the whole answer.
@@ -27,16 +40,18 @@ pub fn request(
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let mut head = format!(
+    let mut message = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        message.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
+    message.push_str("\r\n");
+    // Head and body in one write: a second small write would wait on Nagle's algorithm for
+    // the peer's delayed ACK.
+    message.push_str(body);
+    stream.write_all(message.as_bytes())?;
     let raw =
         read_message(&mut stream).with_context(|| format!("no complete answer from {addr}"))?;
     parse_response(&raw)
@@ -102,12 +117,22 @@ fn parse_response(raw: &[u8]) -> Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("bad status line `{status_line}`"))?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
     let body = if is_chunked(head) {
         dechunk(body)?
     } else {
         body.to_owned()
     };
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut rest: &str) -> Result<String> {
@@ -146,6 +171,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((r.status, r.body.as_str()), (401, "abcde"));
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nX-Limit: 7\r\ncontent-length: 0\r\nx-limit: 100\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.header_values("x-limit"), ["7", "100"]);
+        assert_eq!(r.header_values("content-length"), ["0"]);
+        assert!(r.header_values("x-other").is_empty());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
     }
@@ -198,9 +230,19 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
+            // TCP may deliver the request in pieces: read until its two-byte body is in.
+            let mut raw = Vec::new();
             let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).unwrap();
-            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            while raw
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .is_none_or(|end| raw.len() < end + 4 + 2)
+            {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed before its body was in");
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let req = String::from_utf8_lossy(&raw).into_owned();
             conn.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
                 .unwrap();
             req

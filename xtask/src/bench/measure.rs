@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use xtask::process::{Echo, ManagedProcess};
 
-use crate::bench::configs::Scenario;
+use crate::bench::configs::{Scenario, UPSTREAM_LIMITED_PATH, UPSTREAM_RATE_LIMIT};
 use crate::bench::cpus::{Plan, pinned};
 use crate::bench::wrk::{self, Load, Outcome};
 use crate::bench::{http, procstat};
@@ -240,12 +240,21 @@ fn wait_for_200(
     )
 }
 
-/// A configuration that checks tokens must refuse a request without one, and one with a
-/// tampered signature: otherwise its numbers would measure a gateway that checks nothing.
+/// Before a configuration is measured, it must enforce the policy C does: otherwise its numbers
+/// would measure a gateway that does less.
 fn check_policy(scenario: &Scenario, settings: &Settings) -> Result<()> {
-    if !scenario.requires_token {
-        return Ok(());
+    if scenario.requires_token {
+        check_tokens_are_checked(scenario, settings)?;
     }
+    if scenario.rate_limited {
+        check_rate_limit_headers_are_added(scenario, settings)?;
+    }
+    Ok(())
+}
+
+/// A configuration that checks tokens must refuse a request without one, and one with a
+/// tampered signature.
+fn check_tokens_are_checked(scenario: &Scenario, settings: &Settings) -> Result<()> {
     let tampered = tamper(&settings.token);
     let tampered_header = format!("Bearer {tampered}");
     for (what, headers) in [
@@ -271,6 +280,31 @@ fn check_policy(scenario: &Scenario, settings: &Settings) -> Result<()> {
                 r.body
             );
         }
+    }
+    Ok(())
+}
+
+/// A rate limiter must add its `X-RateLimit-Limit` after the one an upstream sent, as C's
+/// `local_ratelimit` does: replacing it costs Envoy more work per request.
+fn check_rate_limit_headers_are_added(scenario: &Scenario, settings: &Settings) -> Result<()> {
+    let authorization = format!("Bearer {}", settings.token);
+    let r = http::request(
+        settings.addr(),
+        "GET",
+        UPSTREAM_LIMITED_PATH,
+        &[("authorization", authorization.as_str())],
+        "",
+        Duration::from_secs(5),
+    )?;
+    let limits = r.header_values("x-ratelimit-limit");
+    if r.status != 200 || limits.len() != 2 || limits[0] != UPSTREAM_RATE_LIMIT {
+        bail!(
+            "{}: a request to {UPSTREAM_LIMITED_PATH}, whose upstream sends X-RateLimit-Limit \
+             {UPSTREAM_RATE_LIMIT}, got {} with X-RateLimit-Limit {limits:?}: the rate limiter \
+             must add its own after the upstream's",
+            scenario.id,
+            r.status
+        );
     }
     Ok(())
 }

@@ -77,7 +77,7 @@ const fn on_request(id: &'static str, title: &'static str, body: &'static str) -
     }
 }
 
-pub const PROBES: [Probe; 19] = [
+pub const PROBES: [Probe; 21] = [
     Probe {
         id: "P-context",
         title: "probe: a wasm filter with no callback of its own (the stream context alone)",
@@ -156,6 +156,25 @@ pub const PROBES: [Probe; 19] = [
         on_request_headers: Some(""),
         on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
     },
+    // rate-limit replaces its three X-RateLimit response headers by default and adds them with
+    // `append_action: append_if_exists_or_add`, as local_ratelimit does: what each way costs
+    // with the headers' own names (long enough that Envoy copies each to the heap).
+    Probe {
+        id: "P-response-named-replace",
+        title: "probe: P-response-callback + the 3 X-RateLimit response headers replaced \
+                (proxy_replace_header_map_value)",
+        on_request_headers: Some(""),
+        on_response_headers: Some(
+            "(call $replace_named (i32.const 2) (i32.const 4) (i32.const 3))",
+        ),
+    },
+    Probe {
+        id: "P-response-named-add",
+        title: "probe: P-response-callback + the 3 X-RateLimit response headers added \
+                (proxy_add_header_map_value)",
+        on_request_headers: Some(""),
+        on_response_headers: Some("(call $add_named (i32.const 2) (i32.const 4) (i32.const 3))"),
+    },
     // What bearer-auth asks of Envoy for a request with a cached token (F-bearer-auth): the
     // request-header map read once, one clock read, the three identity headers added.
     on_request(
@@ -169,17 +188,20 @@ pub const PROBES: [Probe; 19] = [
     // written back with its CAS; route-rewrite's `x-wasmgate-upstream` added (with the
     // benchmark's `preserve_host` and `send_original_path: false`, C's policy, `:authority` and
     // `x-wasmgate-original-path` are not written; `:path` keeps its value, so it is not either);
-    // and rate-limit's three X-RateLimit response headers replaced.
+    // and rate-limit's three X-RateLimit response headers added (the benchmark's
+    // `append_action`, local_ratelimit's way).
     Probe {
         id: "P-host-chain",
         title: "probe: the one-module chain's host calls and nothing else: 1 read of the \
                 request-header map, 1 clock read, 1 shared-data read and compare-and-swap \
-                write of a rate-limit group, 4 request-header adds; 3 response-header replaces",
+                write of a rate-limit group, 4 request-header adds; 3 response-header adds",
         on_request_headers: Some(
             "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group) \
              (call $add_headers (i32.const 4))",
         ),
-        on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
+        on_response_headers: Some(
+            "(call $add_headers_from (i32.const 2) (i32.const 0) (i32.const 3))",
+        ),
     },
     // P-host-chain with the chain's own header names and values and a shared-data key of
     // rate-limit's form, where P-host-chain writes `x-p0`..`x-p3` with `probe`: the same host
@@ -190,23 +212,25 @@ pub const PROBES: [Probe; 19] = [
                 shared-data key",
         on_request_headers: Some(
             "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group_named) \
-             (call $write_named (i32.const 0) (i32.const 0) (i32.const 4))",
+             (call $add_named (i32.const 0) (i32.const 0) (i32.const 4))",
         ),
-        on_response_headers: Some("(call $write_named (i32.const 2) (i32.const 4) (i32.const 3))"),
+        on_response_headers: Some("(call $add_named (i32.const 2) (i32.const 4) (i32.const 3))"),
     },
     // What rate-limit asks of Envoy as the second of D's three modules (F-rate-limit keys on the
     // client address instead): the request-header map read for `x-auth-client-id`, one clock
     // read, the group read and written back with its CAS, and the three X-RateLimit response
-    // headers replaced.
+    // headers added (the benchmark's `append_action`).
     Probe {
         id: "P-host-rate-limit",
         title: "probe: rate-limit's host calls in D and nothing else: 1 read of the request-header \
                 map, 1 clock read, 1 shared-data read and compare-and-swap write of a rate-limit \
-                group; 3 response-header replaces",
+                group; 3 response-header adds",
         on_request_headers: Some(
             "(call $read_map) (call $repeat_clock (i32.const 1)) (call $shared_group)",
         ),
-        on_response_headers: Some("(call $replace_headers (i32.const 2) (i32.const 3))"),
+        on_response_headers: Some(
+            "(call $add_headers_from (i32.const 2) (i32.const 0) (i32.const 3))",
+        ),
     },
     // What route-rewrite asks of Envoy as the last of D's modules, with the benchmark's C policy
     // (`preserve_host`, no original path): the request-header map read and `x-wasmgate-upstream`
@@ -215,7 +239,7 @@ pub const PROBES: [Probe; 19] = [
         "P-host-route-rewrite",
         "probe: route-rewrite's host calls and nothing else: 1 read of the request-header map, \
          1 request-header add",
-        "(call $read_map) (call $add_headers_from (i32.const 3) (i32.const 1))",
+        "(call $read_map) (call $add_headers_from (i32.const 0) (i32.const 3) (i32.const 1))",
     ),
 ];
 
@@ -296,11 +320,12 @@ pub fn wat(probe: &Probe) -> String {
         (i32.const {VALUE_AT}) (i32.const 5)))
       (br_if $again (local.get $n))))
   (func $add_headers (param $n i32)
-    (call $add_headers_from (i32.const 0) (local.get $n)))
-  (func $add_headers_from (param $first i32) (param $n i32)
+    (call $add_headers_from (i32.const 0) (i32.const 0) (local.get $n)))
+  (func $add_headers_from (param $map i32) (param $first i32) (param $n i32)
     (loop $again
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-      (drop (call $add (i32.const 0) (call $name_at (i32.add (local.get $first) (local.get $n)))
+      (drop (call $add (local.get $map)
+        (call $name_at (i32.add (local.get $first) (local.get $n)))
         (i32.const 4) (i32.const {VALUE_AT}) (i32.const 5)))
       (br_if $again (local.get $n))))
   (func $read_map
@@ -326,15 +351,17 @@ pub fn wat(probe: &Probe) -> String {
       (i32.const {RETURNS_AT}) (i32.const {returns_4}) (i32.const {returns_8})))
     (drop (call $set_shared (i32.load (i32.const {named_key})) (i32.load (i32.const {named_key_len}))
       (i32.const {GROUP_AT}) (i32.const {GROUP_LEN}) (i32.load (i32.const {returns_8})))))
-  (func $write_named (param $map i32) (param $first i32) (param $n i32)
+  (func $replace_named (param $map i32) (param $first i32) (param $n i32)
+    (call $write_named (i32.const 1) (local.get $map) (local.get $first) (local.get $n)))
+  (func $add_named (param $map i32) (param $first i32) (param $n i32)
+    (call $write_named (i32.const 0) (local.get $map) (local.get $first) (local.get $n)))
+  (func $write_named (param $replace i32) (param $map i32) (param $first i32) (param $n i32)
     (local $entry i32)
     (loop $again
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
       (local.set $entry (i32.add (i32.const {NAMED_AT})
         (i32.mul (i32.add (local.get $first) (local.get $n)) (i32.const 16))))
-      ;; The request's headers are added (it has none of them), the response's replaced, as the
-      ;; chain writes them.
-      (if (local.get $map)
+      (if (local.get $replace)
         (then (drop (call $replace (local.get $map)
           (i32.load (local.get $entry)) (i32.load offset=4 (local.get $entry))
           (i32.load offset=8 (local.get $entry)) (i32.load offset=12 (local.get $entry)))))
@@ -610,6 +637,20 @@ mod tests {
             let (request, _, calls, _) = second_request(&probe_module(id), "", "Bearer x");
             assert_eq!(calls, callback + 10, "{id}");
             assert_eq!(request.header("authorization"), Some("Bearer x"), "{id}");
+        }
+    }
+
+    /// The named response probes write the three X-RateLimit headers the chain writes, each by
+    /// its own call, with three host calls more than P-response-callback.
+    #[test]
+    fn the_named_response_probes_write_the_rate_limit_headers() {
+        let callback = second_request(&probe_module("P-response-callback"), "", "Bearer x").2;
+        for id in ["P-response-named-replace", "P-response-named-add"] {
+            let (_, response, calls, _) = second_request(&probe_module(id), "", "Bearer x");
+            assert_eq!(calls, callback + 3, "{id}");
+            for (name, value) in &NAMED[4..] {
+                assert_eq!(response.header(name), Some(*value), "{id}: {name}");
+            }
         }
     }
 

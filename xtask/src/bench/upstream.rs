@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use xtask::process::{Echo, ManagedProcess};
 use xtask::render::substitute;
 
-use crate::bench::configs::{UPSTREAM_BODY, bench_dir};
+use crate::bench::configs::{UPSTREAM_BODY, UPSTREAM_LIMITED_PATH, UPSTREAM_RATE_LIMIT, bench_dir};
 use crate::bench::cpus::pinned;
 use crate::bench::http;
 
@@ -24,6 +24,14 @@ pub fn start(port: u16, cpu: Option<usize>, run_dir: &Path) -> Result<ManagedPro
         ("RUN_DIR".to_owned(), run_dir.display().to_string()),
         ("UPSTREAM_PORT".to_owned(), port.to_string()),
         ("UPSTREAM_BODY".to_owned(), UPSTREAM_BODY.to_owned()),
+        (
+            "UPSTREAM_LIMITED_PATH".to_owned(),
+            UPSTREAM_LIMITED_PATH.to_owned(),
+        ),
+        (
+            "UPSTREAM_RATE_LIMIT".to_owned(),
+            UPSTREAM_RATE_LIMIT.to_owned(),
+        ),
     ]);
     let conf = substitute(&template, &vars)?;
     let conf_path = run_dir.join("nginx.conf");
